@@ -1,0 +1,3 @@
+"""Grafana dashboards generated from the same SLO models the controller acts on."""
+
+__all__: list[str] = []

@@ -1,0 +1,191 @@
+"""The one definition of healthy.
+
+:func:`judge` turns the measurements of one SLO for one backend into a :class:`Health`:
+HEALTHY, DEGRADED, UNAVAILABLE or UNKNOWN, with the evidence that decided it. It is the only code
+that does so; :mod:`trimtab.slo.rules` compiles the same comparisons to PromQL, and a test holds
+the two to the same answer on the same numbers.
+
+The judgement, in order:
+
+1. UNKNOWN if the source failed, if any window the health definition names has no value or a
+   NaN, or — for indicators that count requests — if the shortest window saw no count or fewer
+   than ``minEvents`` requests. No data is not good news.
+2. UNAVAILABLE if every ``unavailable`` window exceeds its threshold.
+3. DEGRADED if every ``degraded`` window exceeds its threshold.
+4. HEALTHY otherwise.
+
+"Exceeds" is strict: a budget-based SLO compares the burn rate (error ratio ÷ error budget) with
+``burnRate`` using ``>``; a value-based one compares the value with ``above`` (``>``) or
+``below`` (``<``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+
+from .durations import format_duration
+from .models import DEFAULT_BUDGET_HEALTH, HealthSpec, LevelThreshold, SLOSpec
+from .presets import resolve
+
+__all__ = [
+    "Evidence",
+    "Health",
+    "Level",
+    "WindowMeasurement",
+    "counts_events",
+    "error_budget",
+    "exceeds",
+    "health_spec",
+    "health_windows",
+    "is_budget_based",
+    "judge",
+]
+
+
+class Level(IntEnum):
+    """Health levels; the integer is what ``trimtab:slo_health:level`` records."""
+
+    UNKNOWN = -1
+    HEALTHY = 0
+    DEGRADED = 1
+    UNAVAILABLE = 2
+
+
+@dataclass(frozen=True)
+class WindowMeasurement:
+    """One window's numbers: the error ratio (budget-based) or the value, and the request count."""
+
+    value: float | None
+    events: float | None = None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A comparison that took part in the judgement."""
+
+    level: Level
+    window: float
+    measured: float | None  # the burn rate (budget-based) or the value compared
+    threshold: float
+    comparison: str  # "burnRate", "above" or "below"
+    exceeded: bool
+    events: float | None = None
+
+
+@dataclass(frozen=True)
+class Health:
+    """The level of one SLO for one backend, why, and the numbers behind it."""
+
+    level: Level
+    reason: str
+    evidence: tuple[Evidence, ...] = ()
+    error: str | None = None
+
+
+def is_budget_based(spec: SLOSpec) -> bool:
+    """True when the SLO is judged by burn rate (error ratio against its objective)."""
+    plain = resolve(spec.indicator)
+    return plain.quantile is None and plain.gauge is None
+
+
+def counts_events(spec: SLOSpec) -> bool:
+    """True when trimtab knows the request count, so ``minEvents`` applies."""
+    plain = resolve(spec.indicator)
+    return any(k is not None for k in (plain.error_ratio, plain.latency, plain.quantile))
+
+
+def error_budget(spec: SLOSpec) -> float:
+    """The share of events allowed to be bad: 1 − objective (99.9 → 0.001)."""
+    return (100.0 - spec.objective) / 100.0
+
+
+def health_spec(spec: SLOSpec) -> HealthSpec:
+    """The SLO's health definition, with the default for budget-based SLOs that give none."""
+    if spec.health is not None:
+        return spec.health
+    return DEFAULT_BUDGET_HEALTH
+
+
+def health_windows(spec: SLOSpec) -> tuple[float, ...]:
+    """Every window the health definition names, shortest first."""
+    h = health_spec(spec)
+    return tuple(sorted(set(h.degraded.windows) | set(h.unavailable.windows)))
+
+
+def exceeds(threshold: LevelThreshold, measured: float) -> bool:
+    """Whether ``measured`` is past ``threshold`` (strictly)."""
+    if threshold.comparison == "below":
+        return measured < threshold.value
+    return measured > threshold.value
+
+
+def _present(value: float | None) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def judge(
+    spec: SLOSpec,
+    measurements: Mapping[float, WindowMeasurement],
+    *,
+    error: str | None = None,
+) -> Health:
+    """The health of one backend for one SLO, from its measurements keyed by window (seconds)."""
+    if error is not None:
+        return Health(Level.UNKNOWN, f"source failed: {error}", error=error)
+    windows = health_windows(spec)
+    for window in windows:
+        m = measurements.get(window)
+        if m is None or not _present(m.value):
+            return Health(Level.UNKNOWN, f"no data in the {format_duration(window)} window")
+    if counts_events(spec):
+        shortest = measurements[windows[0]].events
+        if not _present(shortest):
+            return Health(
+                Level.UNKNOWN, f"no request count in the {format_duration(windows[0])} window"
+            )
+        assert shortest is not None
+        if shortest < spec.min_events:
+            return Health(
+                Level.UNKNOWN,
+                f"{shortest:g} requests in {format_duration(windows[0])}, fewer than minEvents "
+                f"{spec.min_events}",
+            )
+
+    budget = error_budget(spec) if is_budget_based(spec) else None
+    h = health_spec(spec)
+    evidence: list[Evidence] = []
+    for level, threshold in ((Level.UNAVAILABLE, h.unavailable), (Level.DEGRADED, h.degraded)):
+        rows = []
+        for window in threshold.windows:
+            m = measurements[window]
+            assert m.value is not None
+            measured = m.value / budget if budget is not None else m.value
+            rows.append(
+                Evidence(
+                    level,
+                    window,
+                    measured,
+                    threshold.value,
+                    threshold.comparison,
+                    exceeds(threshold, measured),
+                    m.events,
+                )
+            )
+        evidence.extend(rows)
+        if all(row.exceeded for row in rows):
+            return Health(level, _reason(level, rows), tuple(evidence))
+    return Health(Level.HEALTHY, "within every threshold", tuple(evidence))
+
+
+def _reason(level: Level, rows: list[Evidence]) -> str:
+    parts = []
+    for row in rows:
+        name = "burn rate" if row.comparison == "burnRate" else "value"
+        sign = "<" if row.comparison == "below" else ">"
+        parts.append(
+            f"{name} {row.measured:.4g} {sign} {row.threshold:g} over {format_duration(row.window)}"
+        )
+    return f"{level.name}: " + " and ".join(parts)

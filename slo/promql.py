@@ -1,0 +1,277 @@
+"""Compiles indicators to PromQL: one query per (indicator, window).
+
+Selectors may hold ``{{param}}`` placeholders inside label-matcher values. They are filled in one
+of three ways, so the same SLO serves many services and many targets share one query:
+
+- ``params={"service": ["checkout"]}`` — one value: ``service="checkout"``;
+- ``params={"service": ["checkout", "cart"]}`` — a batch: ``service=~"checkout|cart"``;
+- ``params=None`` — generic (recording rules): ``service=~".+"``.
+
+For the built-in indicators, the result is grouped by the SLO's ``backendLabel`` and by every
+label a placeholder binds, so a batched result splits back per target. ``{{window}}`` is reserved
+for the range of full queries (``events``, ``raw``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from .durations import format_duration
+from .models import UNIT_PER_SECOND, GaugeIndicator, Indicator, SLOSpec
+from .presets import resolve
+
+__all__ = [
+    "CompiledSLI",
+    "Matcher",
+    "PromQLError",
+    "Selector",
+    "compile_sli",
+    "grouping_labels",
+    "le_matcher",
+    "parse_selector",
+    "placeholders",
+    "quote",
+]
+
+Params = Mapping[str, Sequence[str]] | None
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_METRIC = r"[A-Za-z_:][A-Za-z0-9_:]*"
+_MATCHER = re.compile(
+    r'\s*(?P<label>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*"(?P<value>(?:[^"\\]|\\.)*)"\s*'
+)
+# A label matcher inside free PromQL whose value holds a placeholder.
+_MATCHER_IN_QUERY = re.compile(
+    r'(?P<label>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*"(?P<value>(?:[^"\\]|\\.)*\{\{(?:[^"\\]|\\.)*)"'
+)
+WINDOW = "window"
+
+
+class PromQLError(ValueError):
+    """A selector or query that cannot be compiled; the message says why."""
+
+
+@dataclass(frozen=True)
+class Matcher:
+    label: str
+    op: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Selector:
+    """``metric{label op "value", …}``; ``metric`` may be empty."""
+
+    metric: str
+    matchers: tuple[Matcher, ...]
+
+
+@dataclass(frozen=True)
+class CompiledSLI:
+    """The PromQL for one indicator over one window.
+
+    ``ratio`` (budget-based: the error ratio) or ``value`` (value-based) is set; ``events`` is
+    the request count over the window where the indicator knows it. ``by`` is the grouping.
+    """
+
+    window: float
+    by: tuple[str, ...]
+    ratio: str | None = None
+    value: str | None = None
+    events: str | None = None
+
+
+def placeholders(text: str) -> set[str]:
+    """The placeholder names in ``text`` (``{{service}}`` → ``service``)."""
+    return set(_PLACEHOLDER.findall(text))
+
+
+def quote(value: str) -> str:
+    """A PromQL double-quoted string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def parse_selector(text: str, *, metric_required: bool = True) -> Selector:
+    """Parse ``metric{a="b", c=~"d"}`` (or ``{…}`` alone when ``metric_required`` is false)."""
+    source = text.strip()
+    match = re.match(rf"^({_METRIC})?\s*(\{{(.*)\}})?$", source, re.DOTALL)
+    if match is None or (not match.group(1) and not match.group(2)):
+        raise PromQLError(f'invalid selector {text!r}: expected metric{{label="value", …}}')
+    metric = match.group(1) or ""
+    if metric_required and not metric:
+        raise PromQLError(f"invalid selector {text!r}: a metric name is required")
+    body = match.group(3) or ""
+    matchers: list[Matcher] = []
+    position = 0
+    while body[position:].strip():
+        m = _MATCHER.match(body, position)
+        if m is None:
+            raise PromQLError(
+                f"invalid label matcher in {text!r} near {body[position:].strip()[:30]!r}"
+            )
+        matchers.append(Matcher(m["label"], m["op"], m["value"]))
+        position = m.end()
+        if position < len(body):
+            if body[position] != ",":
+                raise PromQLError(f"expected ',' between label matchers in {text!r}")
+            position += 1
+    for matcher in matchers:
+        if placeholders(matcher.value) and matcher.op not in ("=", "=~"):
+            raise PromQLError(
+                f"placeholder in {matcher.label}{matcher.op}{quote(matcher.value)}: "
+                "placeholders may only be used with = or =~"
+            )
+    return Selector(metric, tuple(matchers))
+
+
+def _fill_value(value: str, op: str, params: Params) -> tuple[str, str]:
+    """The operator and value of a matcher with its placeholders filled."""
+    names = placeholders(value)
+    if not names:
+        return op, value
+    if params is not None and op == "=" and all(len(params.get(n, ())) == 1 for n in names):
+        return "=", _PLACEHOLDER.sub(lambda m: params[m.group(1)][0], value)
+
+    def alternatives(name: str) -> str:
+        if params is None:
+            return ".+"
+        values = params.get(name)
+        if not values:
+            raise PromQLError(f"no value for placeholder {{{{{name}}}}}")
+        return "(?:" + "|".join(re.escape(v) for v in values) + ")"
+
+    # split() with one group alternates literal text and placeholder names. Literal parts of
+    # an '=' value must be escaped once the matcher becomes a regex.
+    parts = _PLACEHOLDER.split(value)
+    out = [
+        (re.escape(part) if op == "=" else part) if i % 2 == 0 else alternatives(part)
+        for i, part in enumerate(parts)
+    ]
+    return "=~", "".join(out)
+
+
+def _render(selector: Selector, params: Params, extra: Iterable[Matcher] = ()) -> str:
+    rendered = []
+    for matcher in (*selector.matchers, *extra):
+        op, value = _fill_value(matcher.value, matcher.op, params)
+        rendered.append(f"{matcher.label}{op}{quote(value)}")
+    return f"{selector.metric}{{{', '.join(rendered)}}}" if rendered else selector.metric
+
+
+def fill_query(query: str, window: float, params: Params) -> str:
+    """Fill ``{{window}}`` and the placeholders inside label matchers of a free PromQL query."""
+
+    def matcher(m: re.Match[str]) -> str:
+        if m["op"] not in ("=", "=~"):
+            raise PromQLError(f"placeholder in {m.group(0)!r}: only = or =~ may hold one")
+        op, value = _fill_value(m["value"], m["op"], params)
+        return f"{m['label']}{op}{quote(value)}"
+
+    text = _PLACEHOLDER.sub(
+        lambda m: format_duration(window) if m.group(1) == WINDOW else m.group(0), query
+    )
+    text = _MATCHER_IN_QUERY.sub(matcher, text)
+    left = placeholders(text)
+    if left:
+        names = ", ".join(sorted("{{" + n + "}}" for n in left))
+        raise PromQLError(f"placeholders outside label matchers are not supported: {names}")
+    return text
+
+
+def grouping_labels(spec: SLOSpec) -> tuple[str, ...]:
+    """``backendLabel`` and the labels bound by placeholders, for built-in indicators."""
+    labels: list[str] = [spec.backend_label] if spec.backend_label else []
+    for selector in _selectors(spec.indicator):
+        for matcher in selector.matchers:
+            if placeholders(matcher.value) and matcher.label not in labels:
+                labels.append(matcher.label)
+    return tuple(labels)
+
+
+def _selectors(indicator: Indicator) -> list[Selector]:
+    plain = resolve(indicator)
+    if plain.error_ratio is not None:
+        texts = [plain.error_ratio.errors or plain.error_ratio.good or "", plain.error_ratio.total]
+        return [parse_selector(t) for t in texts]
+    if plain.latency is not None:
+        return [parse_selector(plain.latency.histogram + plain.latency.selector)]
+    if plain.quantile is not None:
+        return [parse_selector(plain.quantile.histogram + plain.quantile.selector)]
+    return []
+
+
+def le_matcher(threshold: float) -> Matcher:
+    """The ``le`` bucket matcher for ``threshold``, tolerant of ``1`` vs ``1.0`` formatting."""
+    text = format(Decimal(repr(threshold)).normalize(), "f")
+    if "." not in text:
+        return Matcher("le", "=~", re.escape(text) + r"(\.0+)?")
+    return Matcher("le", "=~", re.escape(text) + "0*")
+
+
+def _by(labels: Sequence[str]) -> str:
+    return f" by ({', '.join(labels)})" if labels else ""
+
+
+def compile_sli(spec: SLOSpec, window: float, params: Params = None) -> CompiledSLI:
+    """PromQL for the SLO's indicator over ``window`` seconds (see the module docstring)."""
+    plain = resolve(spec.indicator)
+    w = format_duration(window)
+    by = grouping_labels(spec)
+    sum_by = f"sum{_by(by)}"
+
+    if plain.error_ratio is not None:
+        er = plain.error_ratio
+        total = f"{sum_by} (rate({_render(parse_selector(er.total), params)}[{w}]))"
+        part = parse_selector(er.errors or er.good or "")
+        counted = f"{sum_by} (rate({_render(part, params)}[{w}]))"
+        share = f"({counted} or 0 * {total}) / {total}"
+        ratio = share if er.errors is not None else f"1 - {share}"
+        events = f"{sum_by} (increase({_render(parse_selector(er.total), params)}[{w}]))"
+        return CompiledSLI(window, by, ratio=ratio, events=events)
+
+    if plain.latency is not None:
+        lat = plain.latency
+        base = parse_selector(lat.histogram + lat.selector)
+        bucket = Selector(base.metric + "_bucket", base.matchers)
+        count = Selector(base.metric + "_count", base.matchers)
+        fast = _render(bucket, params, [le_matcher(lat.threshold * UNIT_PER_SECOND[lat.unit])])
+        total = f"{sum_by} (rate({_render(count, params)}[{w}]))"
+        ratio = f"1 - {sum_by} (rate({fast}[{w}])) / {total}"
+        events = f"{sum_by} (increase({_render(count, params)}[{w}]))"
+        return CompiledSLI(window, by, ratio=ratio, events=events)
+
+    if plain.quantile is not None:
+        q = plain.quantile
+        base = parse_selector(q.histogram + q.selector)
+        buckets = _render(Selector(base.metric + "_bucket", base.matchers), params)
+        counts = _render(Selector(base.metric + "_count", base.matchers), params)
+        value = f"histogram_quantile({q.quantile!r}, sum{_by((*by, 'le'))} (rate({buckets}[{w}])))"
+        if q.unit != "seconds":
+            value = f"{value} / {UNIT_PER_SECOND[q.unit]!r}"
+        events = f"{sum_by} (increase({counts}[{w}]))"
+        return CompiledSLI(window, by, value=value, events=events)
+
+    if plain.gauge is not None:
+        return CompiledSLI(window, by, value=_gauge(plain.gauge, by, w, params))
+
+    if plain.events is not None:
+        ev = plain.events
+        total = fill_query(ev.total_query, window, params)
+        counted = fill_query(ev.error_query or ev.good_query or "", window, params)
+        share = f"({counted}) / ({total})"
+        return CompiledSLI(window, by, ratio=share if ev.error_query else f"1 - {share}")
+
+    assert plain.raw is not None
+    return CompiledSLI(
+        window, by, ratio=f"({fill_query(plain.raw.error_ratio_query, window, params)})"
+    )
+
+
+def _gauge(gauge: GaugeIndicator, by: Sequence[str], w: str, params: Params) -> str:
+    query = fill_query(gauge.query, 1.0, params)
+    over_time = {"max": "max_over_time", "avg": "avg_over_time", "last": "last_over_time"}
+    across = {"max": "max", "avg": "avg", "last": "max"}
+    return f"{across[gauge.aggregate]}{_by(by)} ({over_time[gauge.aggregate]}(({query})[{w}:]))"
