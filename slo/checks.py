@@ -167,6 +167,8 @@ def _check_refs(refs: Sequence[SLORef], config: Config, doc: SourceDocument) -> 
             yield doc.problem((*path, "name"), f"SLO {ref.name!r} is listed twice")
         seen.add(ref.name)
         slo = config.slos.get(ref.name)
+        if slo is None and ("SLO", ref.name) in config.invalid:
+            continue  # its own problems are reported where it is defined
         if slo is None:
             known = ", ".join(sorted(config.slos)) or "none loaded"
             yield doc.problem((*path, "name"), f"no SLO named {ref.name!r} (known: {known})")

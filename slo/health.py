@@ -22,6 +22,7 @@ The judgement, in order:
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -98,8 +99,12 @@ def counts_events(spec: SLOSpec) -> bool:
 
 
 def error_budget(spec: SLOSpec) -> float:
-    """The share of events allowed to be bad: 1 − objective (99.9 → 0.001)."""
-    return (100.0 - spec.objective) / 100.0
+    """The share of events allowed to be bad: 1 − objective (99.9 → 0.001).
+
+    Computed in decimal from the objective as written, so 99.9 gives exactly the float 0.001
+    (not 0.0009999999999999432) here and in the generated rules alike.
+    """
+    return float((Decimal(100) - Decimal(repr(spec.objective))) / Decimal(100))
 
 
 def health_spec(spec: SLOSpec) -> HealthSpec:

@@ -52,6 +52,9 @@ class Config:
     balances: dict[str, Balance] = field(default_factory=dict)
     controller: Controller | None = None
     origins: dict[tuple[str, str], SourceDocument] = field(default_factory=dict)
+    invalid: set[tuple[str, str]] = field(default_factory=set)
+    """(kind, name) of documents that failed validation: references to them are not reported
+    again as missing."""
 
     def origin(self, kind: str, name: str) -> SourceDocument:
         """The document a model was read from."""
@@ -111,7 +114,7 @@ def _build(documents: Sequence[SourceDocument], problems: list[Problem]) -> Conf
 
     config = Config()
     for doc in documents:
-        for kind, model in _models(doc, problems):
+        for kind, model in _models(doc, problems, config.invalid):
             name: str = model.metadata.name  # type: ignore[attr-defined]
             key = ("Controller", "") if kind == "Controller" else (kind, name)
             if key in config.origins:
@@ -148,7 +151,9 @@ def _table(config: Config, kind: str) -> dict[str, Any]:
     return tables.get(kind, {})
 
 
-def _models(doc: SourceDocument, problems: list[Problem]) -> Iterator[tuple[str, BaseModel]]:
+def _models(
+    doc: SourceDocument, problems: list[Problem], invalid: set[tuple[str, str]]
+) -> Iterator[tuple[str, BaseModel]]:
     data = doc.data
     if not isinstance(data, dict):
         problems.append(
@@ -180,15 +185,17 @@ def _models(doc: SourceDocument, problems: list[Problem]) -> Iterator[tuple[str,
     kind = data.get("kind")
     model_type = KINDS.get(kind) if isinstance(kind, str) else None
     if model_type is None:
-        problems.append(
-            doc.problem(("kind",), f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
-        )
+        what = "missing kind" if kind is None else f"unknown kind {kind!r}"
+        problems.append(doc.problem(("kind",), f"{what}: expected one of {', '.join(KINDS)}"))
         return
     _resolve_paths(doc)
     try:
         model = model_type.model_validate(data, context={FROM_TEXT: True})
     except ValidationError as exc:
         problems.extend(validation_problems(doc, exc))
+        metadata = data.get("metadata")
+        if isinstance(metadata, dict) and isinstance(metadata.get("name"), str):
+            invalid.add((kind, metadata["name"]))
         return
     except (ValueError, TypeError, OverflowError) as exc:  # pragma: no cover - defensive
         problems.append(doc.problem((), f"invalid document: {exc}"))
@@ -240,5 +247,8 @@ def validation_problems(doc: SourceDocument, exc: ValidationError) -> list[Probl
                 and not isinstance(error["input"], dict | list)
             ):
                 message += f" (got {error['input']!r})"
-        problems.append(doc.problem(path, message, key=is_key or kind == "missing"))
+        # A rule about a whole block (exactly one indicator kind, one adapter...) is shown at
+        # the key naming the block: a block's own position is that of its first child key.
+        whole_block = isinstance(error.get("input"), dict)
+        problems.append(doc.problem(path, message, key=is_key or kind == "missing" or whole_block))
     return problems

@@ -58,7 +58,7 @@ class BurnAlertWindow:
 
     def factor(self, slo_window: float) -> float:
         """The burn rate that spends ``budget_share`` of a ``slo_window`` budget in ``long``."""
-        return self.budget_share * slo_window / self.long
+        return round(self.budget_share * slo_window / self.long, 10)
 
 
 ALERT_WINDOWS: tuple[BurnAlertWindow, ...] = (
@@ -179,7 +179,7 @@ def _alerts(slo: SLO, runbook_base_url: str) -> list[dict[str, Any]]:
                 {
                     "alert": alert,
                     "expr": "\n  or\n".join(conditions),
-                    "labels": {"severity": severity, **alerting.labels, **cfg.labels},
+                    "labels": {"severity": severity, **alerting.labels, **cfg.labels, "slo": name},
                     "annotations": {
                         "summary": f"SLO {name} ({spec.service}) is burning its error budget",
                         "description": (
@@ -206,7 +206,7 @@ def _alerts(slo: SLO, runbook_base_url: str) -> list[dict[str, Any]]:
                 or ("TrimtabSLOUnavailable" if level == 2 else "TrimtabSLODegraded"),
                 "expr": f"{_series(LEVEL, name)} == {level}",
                 "for": format_duration(max(threshold.windows)),
-                "labels": {"severity": severity, **alerting.labels, **cfg.labels},
+                "labels": {"severity": severity, **alerting.labels, **cfg.labels, "slo": name},
                 "annotations": {
                     "summary": f"SLO {name} ({spec.service}) is "
                     + ("UNAVAILABLE" if level == 2 else "DEGRADED"),

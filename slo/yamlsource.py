@@ -8,6 +8,7 @@ errors then point at the exact key. Only the safe YAML subset is read; duplicate
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,8 +81,9 @@ _MAX_NODES = 100_000  # aliases can expand a small file exponentially ("billion 
 
 
 class _Builder:
-    def __init__(self, doc: SourceDocument) -> None:
+    def __init__(self, doc: SourceDocument, constructor: yaml.SafeLoader) -> None:
         self.doc = doc
+        self.constructor = constructor
         self.open: set[int] = set()
         self.count = 0
 
@@ -102,7 +104,15 @@ class _Builder:
             finally:
                 self.open.discard(id(node))
         assert isinstance(node, yaml.ScalarNode)
-        return yaml.SafeLoader.construct_object(_CONSTRUCTOR, node, deep=True)
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except Exception as exc:  # PyYAML's constructors raise all sorts of errors
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            reason = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else None
+            if isinstance(exc, ValueError | OverflowError):
+                reason = str(exc)
+            message = f"invalid {tag} value {node.value!r}" + (f": {reason}" if reason else "")
+            raise _Failure(where, path, message) from None
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -126,12 +136,53 @@ class _Failure(Exception):
         self.where, self.path, self.message = where, path, message
 
 
-_CONSTRUCTOR = yaml.SafeLoader("")
+# Contexts opened by a bracket or quote the user wrote. When the parser fails on a later line
+# inside one, the opening bracket or quote was not closed: that is where to look.
+_OPENED_BY_USER = ("while parsing a flow", "while scanning a quoted scalar")
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, file: str) -> Problem:
+    problem, context = exc.problem_mark, exc.context_mark
+    message = exc.problem or str(exc)
+    if context is not None and exc.context:
+        opened = f"{exc.context} at line {context.line + 1}, column {context.column + 1}"
+        if (
+            problem is not None
+            and exc.context.startswith(_OPENED_BY_USER)
+            and problem.line != context.line
+        ):
+            found = f"line {problem.line + 1}, column {problem.column + 1}"
+            message = f"not closed: {message} at {found} ({opened})"
+            problem = context
+        else:
+            message = f"{message} ({opened})"
+    elif exc.context:
+        message = f"{message} ({exc.context})"
+    mark = problem or context
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return Problem(file, line, column, "", f"invalid YAML: {message}")
+
+
+_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # as PyYAML counts lines
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of ``text[index]``."""
+    breaks = list(_LINE_BREAK.finditer(text, 0, index))
+    start = breaks[-1].end() if breaks else 0
+    return len(breaks) + 1, index - start + 1
 
 
 def read_documents(text: str, file: str) -> Iterator[SourceDocument]:
     """Each non-empty YAML document in ``text``; raises :class:`ConfigError` on bad YAML."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks every character up front
+    except yaml.reader.ReaderError as exc:
+        line, column = _position(text, exc.position)
+        character = f"#x{exc.character:04x}" if isinstance(exc.character, int) else "character"
+        raise ConfigError(
+            [Problem(file, line, column, "", f"invalid YAML: {exc.reason} ({character})")]
+        ) from None
     index = 0
     try:
         while loader.check_node():
@@ -142,7 +193,7 @@ def read_documents(text: str, file: str) -> Iterator[SourceDocument]:
                 file, index, None, node.start_mark.line + 1, node.start_mark.column + 1
             )
             try:
-                doc.data = _Builder(doc).build(node, ())
+                doc.data = _Builder(doc, loader).build(node, ())
             except _Failure as failure:
                 line, column = failure.where
                 raise ConfigError(
@@ -156,10 +207,7 @@ def read_documents(text: str, file: str) -> Iterator[SourceDocument]:
             yield doc
             index += 1
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = " ".join(part for part in (exc.context, exc.problem) if part)
-        raise ConfigError([Problem(file, line, column, "", f"invalid YAML: {message}")]) from None
+        raise ConfigError([_syntax_problem(exc, file)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file, 1, 1, "", f"invalid YAML: {exc}")]) from None
     finally:
