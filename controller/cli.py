@@ -95,10 +95,15 @@ def validate(files: Files = [], output: OutputFormat = Output.text) -> None:  # 
     if output is Output.json:
         out.print_json(json.dumps({"valid": True, **counts}))
         return
-    out.print(
-        f"valid: {counts['slos']} SLOs, {counts['rollouts']} Rollouts, "
-        f"{counts['balances']} Balances" + (", 1 Controller" if counts["controller"] else "")
-    )
+    parts = [_plural(len(config.slos), "SLO"), _plural(len(config.rollouts), "Rollout")]
+    parts.append(_plural(len(config.balances), "Balance"))
+    if config.controller is not None:
+        parts.append("1 Controller")
+    out.print("valid: " + ", ".join(parts))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 @app.command()

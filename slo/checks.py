@@ -106,6 +106,12 @@ def _check_queries(slo: SLO, doc: SourceDocument) -> Iterator[Problem]:
 def _check_health(slo: SLO, doc: SourceDocument) -> Iterator[Problem]:
     budget = is_budget_based(slo.spec)
     health = slo.spec.health
+    if budget and slo.spec.objective is None:
+        yield doc.problem(
+            ("spec", "objective"),
+            f"{slo.spec.indicator.kind} is budget-based: give an 'objective' such as 99.9",
+            key=True,
+        )
     if health is None:
         if not budget:
             yield doc.problem(

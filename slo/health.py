@@ -22,9 +22,9 @@ The judgement, in order:
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import IntEnum
 
 from .durations import format_duration
@@ -104,6 +104,8 @@ def error_budget(spec: SLOSpec) -> float:
     Computed in decimal from the objective as written, so 99.9 gives exactly the float 0.001
     (not 0.0009999999999999432) here and in the generated rules alike.
     """
+    if spec.objective is None:
+        raise ValueError("a budget-based SLO needs an objective")
     return float((Decimal(100) - Decimal(repr(spec.objective))) / Decimal(100))
 
 

@@ -194,8 +194,9 @@ def _models(
     except ValidationError as exc:
         problems.extend(validation_problems(doc, exc))
         metadata = data.get("metadata")
-        if isinstance(metadata, dict) and isinstance(metadata.get("name"), str):
-            invalid.add((kind, metadata["name"]))
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        if isinstance(kind, str) and isinstance(name, str):
+            invalid.add((kind, name))
         return
     except (ValueError, TypeError, OverflowError) as exc:  # pragma: no cover - defensive
         problems.append(doc.problem((), f"invalid document: {exc}"))

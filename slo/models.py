@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -29,6 +30,7 @@ from .names import (
     check_dns_label,
     check_host_port,
     check_label_name,
+    check_object_name,
     check_proxy_name,
 )
 
@@ -78,7 +80,7 @@ class Model(BaseModel):
         frozen=True,
         alias_generator=to_camel,
         populate_by_name=True,
-        str_strip_whitespace=False,
+        allow_inf_nan=False,
     )
 
 
@@ -97,6 +99,11 @@ def _seconds_or_number(value: Any) -> Any:
 ThresholdValue = Annotated[float, BeforeValidator(_seconds_or_number)]
 """A number, or a duration string meaning seconds (for latency values)."""
 
+ObjectName = Annotated[
+    str,
+    AfterValidator(check_object_name),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "maxLength": 63}),
+]
 Backend = Annotated[str, AfterValidator(check_backend)]
 LabelName = Annotated[str, AfterValidator(check_label_name)]
 ProxyName = Annotated[str, AfterValidator(check_proxy_name)]
@@ -106,7 +113,7 @@ PositiveDuration = Annotated[Duration, Field(gt=0)]
 
 
 class Metadata(Model):
-    name: str = Field(pattern=NAME_PATTERN, max_length=63)
+    name: ObjectName
     display_name: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
@@ -291,7 +298,12 @@ class Alerting(Model):
 class SLOSpec(Model):
     service: str = Field(min_length=1)
     description: str | None = None
-    objective: float = Field(gt=0, lt=100, description="percent of good events over `window`")
+    objective: float | None = Field(
+        default=None,
+        gt=0,
+        lt=100,
+        description="percent of good events over `window`; required for budget-based indicators",
+    )
     window: PositiveDuration = 30 * 86400.0
     backend_label: LabelName | None = None
     indicator: Indicator
@@ -449,7 +461,7 @@ def _snake(camel: str) -> str:
 
 
 class SLORef(Model):
-    name: str = Field(pattern=NAME_PATTERN)
+    name: ObjectName
     params: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(
         default_factory=dict
     )
@@ -612,7 +624,7 @@ class ControllerSpec(Model):
 
 
 class ControllerMetadata(Model):
-    name: str = Field(default="trimtab", pattern=NAME_PATTERN)
+    name: ObjectName = "trimtab"
 
 
 class Controller(Model):

@@ -15,6 +15,7 @@ __all__ = [
     "check_dns_label",
     "check_host_port",
     "check_label_name",
+    "check_object_name",
     "check_proxy_name",
 ]
 
@@ -25,6 +26,19 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
+
+
+_OBJECT = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def check_object_name(name: str) -> str:
+    """The name of an SLO, Rollout or Balance (``metadata.name``)."""
+    if not _OBJECT.match(name):
+        raise ValueError(
+            f"invalid name {name!r}: use 1-63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
 
 
 def check_backend(name: str) -> str:

@@ -183,7 +183,7 @@ def _alerts(slo: SLO, runbook_base_url: str) -> list[dict[str, Any]]:
                     "annotations": {
                         "summary": f"SLO {name} ({spec.service}) is burning its error budget",
                         "description": (
-                            f"{{{{ $labels.slo }}}} burns its {spec.objective:g}% objective "
+                            f"{{{{ $labels.slo }}}} burns its {spec.objective or 0:g}% objective "
                             f"at {' or '.join(shown)} (value {{{{ $value | humanize }}}})."
                         ),
                         "runbook_url": base + "error-budget-burn",

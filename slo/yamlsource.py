@@ -142,20 +142,22 @@ _OPENED_BY_USER = ("while parsing a flow", "while scanning a quoted scalar")
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, file: str) -> Problem:
+    """PyYAML's error at the mark to fix, with the other mark in the message."""
     problem, context = exc.problem_mark, exc.context_mark
     message = exc.problem or str(exc)
     if context is not None and exc.context:
-        opened = f"{exc.context} at line {context.line + 1}, column {context.column + 1}"
         if (
             problem is not None
             and exc.context.startswith(_OPENED_BY_USER)
             and problem.line != context.line
         ):
+            what = exc.context.removeprefix("while parsing a ").removeprefix("while scanning a ")
             found = f"line {problem.line + 1}, column {problem.column + 1}"
-            message = f"not closed: {message} at {found} ({opened})"
+            message = f"this {what} is not closed: {message} at {found}"
             problem = context
         else:
-            message = f"{message} ({opened})"
+            where = f"line {context.line + 1}, column {context.column + 1}"
+            message = f"{message} ({exc.context} at {where})"
     elif exc.context:
         message = f"{message} ({exc.context})"
     mark = problem or context
