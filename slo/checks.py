@@ -55,15 +55,11 @@ def slo_placeholders(slo: SLO) -> set[str]:
 def _query_fields(slo: SLO) -> Iterator[tuple[Path, str]]:
     indicator = slo.spec.indicator
     base: Path = ("spec", "indicator", indicator.kind)
-    block = getattr(indicator, _attr(indicator.kind))
+    block = indicator.chosen[1]
     for name, info in type(block).model_fields.items():
         value = getattr(block, name)
         if isinstance(value, str) and name not in ("name", "signal", "aggregate", "unit"):
             yield (*base, info.alias or name), value
-
-
-def _attr(alias: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in alias)
 
 
 def _check_slo(slo: SLO, doc: SourceDocument) -> Iterator[Problem]:

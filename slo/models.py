@@ -9,30 +9,25 @@ YAML keys are camelCase; Python attributes are snake_case.
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    WithJsonSchema,
-    field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
-from .durations import Duration, parse_duration
-from .names import (
-    check_backend,
-    check_dns_label,
-    check_host_port,
-    check_label_name,
-    check_object_name,
-    check_proxy_name,
+from .modelbase import (
+    Backend,
+    DnsLabel,
+    HostPort,
+    LabelName,
+    Model,
+    ObjectName,
+    OneOf,
+    PositiveDuration,
+    ThresholdValue,
 )
+from .routes import Route
 
 __all__ = [
     "API_VERSION",
@@ -68,48 +63,6 @@ __all__ = [
 ]
 
 API_VERSION = "trimtab.dev/v1alpha1"
-
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-
-
-class Model(BaseModel):
-    """Base of every configuration model: camelCase keys, unknown keys rejected, immutable."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        alias_generator=to_camel,
-        populate_by_name=True,
-        allow_inf_nan=False,
-    )
-
-
-def _seconds_or_number(value: Any) -> Any:
-    """A threshold written as a duration (``250ms``) becomes seconds; numbers stay numbers."""
-    if isinstance(value, str):
-        try:
-            return parse_duration(value)
-        except ValueError:
-            raise ValueError(
-                f"expected a number or a duration such as 250ms, got {value!r}"
-            ) from None
-    return value
-
-
-ThresholdValue = Annotated[float, BeforeValidator(_seconds_or_number)]
-"""A number, or a duration string meaning seconds (for latency values)."""
-
-ObjectName = Annotated[
-    str,
-    AfterValidator(check_object_name),
-    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "maxLength": 63}),
-]
-Backend = Annotated[str, AfterValidator(check_backend)]
-LabelName = Annotated[str, AfterValidator(check_label_name)]
-ProxyName = Annotated[str, AfterValidator(check_proxy_name)]
-DnsLabel = Annotated[str, AfterValidator(check_dns_label)]
-HostPort = Annotated[str, AfterValidator(check_host_port)]
-PositiveDuration = Annotated[Duration, Field(gt=0)]
 
 
 class Metadata(Model):
@@ -205,8 +158,10 @@ class PresetIndicator(Model):
     quantile: float | None = Field(default=None, gt=0, lt=1)
 
 
-class Indicator(Model):
+class Indicator(OneOf):
     """Exactly one of the indicator kinds."""
+
+    what: ClassVar[str] = "indicator kind"
 
     error_ratio: ErrorRatioIndicator | None = None
     latency: LatencyIndicator | None = None
@@ -216,21 +171,10 @@ class Indicator(Model):
     raw: RawIndicator | None = None
     preset: PresetIndicator | None = None
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Indicator:
-        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
-        if len(given) != 1:
-            kinds = ", ".join(f.alias or n for n, f in type(self).model_fields.items())
-            raise ValueError(f"give exactly one indicator kind of: {kinds}")
-        return self
-
     @property
     def kind(self) -> str:
         """The YAML name of the kind given (``errorRatio``, ``latency``, …)."""
-        for name, info in type(self).model_fields.items():
-            if getattr(self, name) is not None:
-                return info.alias or name
-        raise AssertionError("validated indicator has a kind")
+        return self.chosen[0]
 
 
 # ------------------------------------------------------------------------------------- health
@@ -318,143 +262,6 @@ class SLO(Model):
     kind: Literal["SLO"]
     metadata: Metadata
     spec: SLOSpec
-
-
-# --------------------------------------------------------------------------------------- routes
-
-
-class EnvoyVirtualHost(Model):
-    name: ProxyName
-    domains: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9*.:\[\]-]+$")]] = Field(
-        default_factory=lambda: ["*"], min_length=1
-    )
-
-
-class EnvoyRoute(Model):
-    rds_path: str = Field(min_length=1)
-    route_config: ProxyName
-    virtual_host: EnvoyVirtualHost
-    clusters: dict[Backend, ProxyName] = Field(min_length=1)
-    admin: str = Field(default="http://127.0.0.1:9901", pattern=r"^https?://[^\s/]+/?$")
-
-
-class NginxRoute(Model):
-    upstream_path: str = Field(min_length=1)
-    upstream: ProxyName
-    servers: dict[Backend, list[HostPort]] = Field(min_length=1)
-    test: list[str] = Field(default_factory=lambda: ["nginx", "-t"], min_length=1)
-    reload: list[str] = Field(default_factory=lambda: ["nginx", "-s", "reload"], min_length=1)
-
-    @field_validator("servers")
-    @classmethod
-    def _non_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for backend, servers in value.items():
-            if not servers:
-                raise ValueError(f"backend {backend!r} needs at least one host:port")
-        return value
-
-
-class HAProxyRoute(Model):
-    socket: str = Field(pattern=r"^(tcp://[A-Za-z0-9.\-\[\]:]+:\d+|/\S+|[^\s:]\S*)$")
-    backend: ProxyName
-    servers: dict[Backend, list[ProxyName]] = Field(min_length=1)
-
-
-class FileRoute(Model):
-    path: str = Field(min_length=1)
-
-
-class GatewayApiRoute(Model):
-    namespace: DnsLabel = "default"
-    http_route: DnsLabel
-    rule: int = Field(default=0, ge=0)
-    backend_refs: dict[Backend, DnsLabel] = Field(min_length=1)
-
-
-class IstioDestination(Model):
-    host: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    subset: DnsLabel | None = None
-
-
-class IstioRoute(Model):
-    namespace: DnsLabel = "default"
-    virtual_service: DnsLabel
-    route: str | None = None
-    destinations: dict[Backend, IstioDestination] = Field(min_length=1)
-
-
-class IngressNginxRoute(Model):
-    namespace: DnsLabel = "default"
-    canary_ingress: DnsLabel
-
-
-class AwsAlbRoute(Model):
-    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
-    listener_arn: str | None = Field(default=None, pattern=r"^arn:aws[-a-z]*:elasticloadbalancing:")
-    rule_arn: str | None = Field(default=None, pattern=r"^arn:aws[-a-z]*:elasticloadbalancing:")
-    target_groups: dict[Backend, str] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _listener_or_rule(self) -> AwsAlbRoute:
-        if (self.listener_arn is None) == (self.rule_arn is None):
-            raise ValueError("give exactly one of 'listenerArn' or 'ruleArn'")
-        return self
-
-
-class Route53Route(Model):
-    hosted_zone_id: str = Field(pattern=r"^[A-Z0-9]{1,32}$")
-    record_name: str = Field(pattern=r"^[A-Za-z0-9*_.-]+$")
-    record_type: Literal["A", "AAAA", "CNAME"] = "A"
-    set_identifiers: dict[Backend, str] = Field(min_length=1)
-
-
-class Route(Model):
-    """Exactly one adapter block: where the weights are applied."""
-
-    envoy: EnvoyRoute | None = None
-    nginx: NginxRoute | None = None
-    haproxy: HAProxyRoute | None = None
-    file: FileRoute | None = None
-    gateway_api: GatewayApiRoute | None = None
-    istio: IstioRoute | None = None
-    ingress_nginx: IngressNginxRoute | None = None
-    aws_alb: AwsAlbRoute | None = None
-    route53: Route53Route | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Route:
-        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
-        if len(given) != 1:
-            kinds = ", ".join(f.alias or n for n, f in type(self).model_fields.items())
-            raise ValueError(f"give exactly one adapter block of: {kinds}")
-        return self
-
-    @property
-    def adapter(self) -> str:
-        """The YAML name of the adapter block given."""
-        for name, info in type(self).model_fields.items():
-            if getattr(self, name) is not None:
-                return info.alias or name
-        raise AssertionError("validated route has an adapter")
-
-    def backends(self) -> set[str] | None:
-        """The backends this route block maps, or ``None`` when it maps none itself."""
-        block = getattr(self, _snake(self.adapter))
-        for attr in (
-            "clusters",
-            "servers",
-            "backend_refs",
-            "destinations",
-            "target_groups",
-            "set_identifiers",
-        ):
-            if hasattr(block, attr):
-                return set(getattr(block, attr))
-        return None
-
-
-def _snake(camel: str) -> str:
-    return re.sub(r"(?<!^)([A-Z])", r"_\1", camel).lower()
 
 
 # ------------------------------------------------------------------------------ rollout/balance
@@ -599,15 +406,11 @@ class KubernetesLeaderElection(Model):
     lease: DnsLabel
 
 
-class LeaderElection(Model):
+class LeaderElection(OneOf):
+    what: ClassVar[str] = "leader election"
+
     file: FileLeaderElection | None = None
     kubernetes: KubernetesLeaderElection | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> LeaderElection:
-        if (self.file is None) == (self.kubernetes is None):
-            raise ValueError("give exactly one of 'file' or 'kubernetes'")
-        return self
 
 
 class ControllerSpec(Model):

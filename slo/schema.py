@@ -17,7 +17,8 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_jso
 from pydantic_core import CoreSchema, core_schema
 
 from .durations import Duration, format_duration
-from .models import API_VERSION, SLO, Balance, Controller, Rollout, ThresholdValue
+from .modelbase import ThresholdValue
+from .models import API_VERSION, SLO, Balance, Controller, Rollout
 
 __all__ = ["SCHEMA_ID", "json_schema"]
 
