@@ -15,7 +15,7 @@ for the range of full queries (``events``, ``raw``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -31,6 +31,7 @@ __all__ = [
     "compile_sli",
     "grouping_labels",
     "le_matcher",
+    "member_filter",
     "parse_selector",
     "placeholders",
     "quote",
@@ -275,3 +276,30 @@ def _gauge(gauge: GaugeIndicator, by: Sequence[str], w: str, params: Params) -> 
     over_time = {"max": "max_over_time", "avg": "avg_over_time", "last": "last_over_time"}
     across = {"max": "max", "avg": "avg", "last": "max"}
     return f"{across[gauge.aggregate]}{_by(by)} ({over_time[gauge.aggregate]}(({query})[{w}:]))"
+
+
+def member_filter(spec: SLOSpec, params: Mapping[str, str]) -> Callable[[Mapping[str, str]], bool]:
+    """Whether a series of a batched result belongs to the target with ``params``.
+
+    A batched query groups by the labels its placeholders bind; a series belongs to a target
+    when each such label holds what the target's params make of the matcher (equal for ``=``,
+    a full regex match for ``=~``). Full queries are never batched across params, so every
+    series of theirs belongs.
+    """
+    checks: list[tuple[str, re.Pattern[str]]] = []
+    bound = {name: [value] for name, value in params.items()}
+    for selector in _selectors(spec.indicator):
+        for matcher in selector.matchers:
+            if not placeholders(matcher.value):
+                continue
+            op, value = _fill_value(matcher.value, matcher.op, bound)
+            pattern = re.compile(re.escape(value) if op == "=" else value)
+            checks.append((matcher.label, pattern))
+
+    def belongs(labels: Mapping[str, str]) -> bool:
+        return all(
+            label in labels and pattern.fullmatch(labels[label]) is not None
+            for label, pattern in checks
+        )
+
+    return belongs

@@ -1,0 +1,145 @@
+"""Batching: one query per (indicator, window) for every target that shares the indicator.
+
+Targets that use the same SLO with different ``params`` (or different SLOs with the same
+indicator) share a query: their param values merge into one matcher (``service=~"a|b"``), the
+result is grouped by the param labels and the ``backendLabel``, and :func:`assemble` splits it
+back per target. Past ``max_values`` distinct values the query becomes generic
+(``service=~".+"``) and the split happens here, so the number of queries per cycle grows with
+the number of distinct indicators, never with the number of targets.
+
+Full queries (``events``, ``raw``, ``gauge``) group as the user wrote them; when they hold
+placeholders they are sent once per distinct params.
+
+Sources use this module as their plan: :func:`plan_queries`, run each :class:`Query` their own
+way (PromQL over HTTP, or the embedded scraper's evaluator), then :func:`assemble`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .health import WindowMeasurement, counts_events
+from .models import SLOSpec
+from .ports import Measurements, SeriesRequest, SeriesResult
+from .presets import resolve
+from .promql import compile_sli, member_filter
+
+__all__ = ["Answer", "Query", "Sample", "assemble", "plan_queries"]
+
+Field = Literal["value", "events"]
+Sample = tuple[Mapping[str, str], float]
+Answer = Sequence[Sample] | str
+"""The samples a query returned (labels, value), or the reason it failed."""
+
+DEFAULT_MAX_VALUES = 100
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query and the requests it serves."""
+
+    promql: str
+    field: Field
+    window: float
+    spec: SLOSpec  # the indicator to evaluate (every member's compiles alike)
+    params: Mapping[str, tuple[str, ...]] | None  # merged values, or None for generic
+    members: tuple[SeriesRequest, ...]
+
+
+def _fields(spec: SLOSpec) -> tuple[Field, ...]:
+    return ("value", "events") if counts_events(spec) else ("value",)
+
+
+def _text(
+    spec: SLOSpec, window: float, field: Field, params: Mapping[str, Sequence[str]] | None
+) -> str:
+    sli = compile_sli(spec, window, params)
+    text = sli.events if field == "events" else (sli.ratio or sli.value)
+    assert text is not None
+    return text
+
+
+def _is_full_query(spec: SLOSpec) -> bool:
+    plain = resolve(spec.indicator)
+    return plain.events is not None or plain.raw is not None or plain.gauge is not None
+
+
+def plan_queries(
+    requests: Sequence[SeriesRequest], *, max_values: int = DEFAULT_MAX_VALUES
+) -> list[Query]:
+    """The queries that answer ``requests``, each serving every request it can."""
+    groups: dict[tuple[str, Field, float], list[SeriesRequest]] = defaultdict(list)
+    for request in requests:
+        spec = request.slo.spec
+        for window in request.windows:
+            for field in _fields(spec):
+                groups[(_text(spec, window, field, None), field, window)].append(request)
+
+    queries: list[Query] = []
+    for (generic, field, window), members in groups.items():
+        spec = members[0].slo.spec
+        if _is_full_query(spec):
+            by_params: dict[tuple[tuple[str, str], ...], list[SeriesRequest]] = defaultdict(list)
+            for member in members:
+                by_params[member.params].append(member)
+            for pairs, same in by_params.items():
+                bound = {name: (value,) for name, value in pairs} if pairs else None
+                text = _text(spec, window, field, bound) if bound else generic
+                queries.append(Query(text, field, window, spec, bound, tuple(same)))
+            continue
+        merged: dict[str, set[str]] = defaultdict(set)
+        for member in members:
+            for name, value in member.params:
+                merged[name].add(value)
+        batch: dict[str, tuple[str, ...]] | None = {n: tuple(sorted(v)) for n, v in merged.items()}
+        if not batch or any(len(values) > max_values for values in batch.values()):
+            batch = None  # generic: one query for all, split here
+        text = _text(spec, window, field, batch) if batch else generic
+        queries.append(Query(text, field, window, spec, batch, tuple(members)))
+    return queries
+
+
+def assemble(
+    requests: Sequence[SeriesRequest],
+    answers: Sequence[tuple[Query, Answer]],
+    *,
+    source_error: str | None = None,
+) -> Measurements:
+    """Split the answers back per request and backend."""
+    values: dict[tuple[str, str], dict[str, dict[float, dict[Field, float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(dict))
+    )
+    errors: dict[tuple[str, str], dict[float, str]] = defaultdict(dict)
+    for query, answer in answers:
+        if isinstance(answer, str):
+            for member in query.members:
+                errors[member.key][query.window] = answer
+            continue
+        for member in query.members:
+            label = member.slo.spec.backend_label
+            belongs = member_filter(member.slo.spec, member.param_map)
+            for labels, value in answer:
+                backend = labels.get(label) if label else ""
+                if backend is None or not belongs(labels):
+                    continue
+                slot = values[member.key][backend][query.window]
+                if query.field in slot:
+                    errors[member.key][query.window] = (
+                        f"the query returned several series for backend {backend!r}; "
+                        f"group it by {label!r} and the params' labels"
+                    )
+                slot[query.field] = value
+    results = {}
+    for request in requests:
+        backends = {
+            backend: {
+                window: WindowMeasurement(fields.get("value"), fields.get("events"))
+                for window, fields in windows.items()
+            }
+            for backend, windows in values[request.key].items()
+        }
+        results[request.key] = SeriesResult(request, backends, dict(errors[request.key]))
+    return Measurements(results, source_error)
