@@ -12,7 +12,7 @@ VENV=${TRIMTAB_VENV:-$ROOT/.venv}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Servers and tools the integration tests need, as "command:Debian package".
-SYSTEM_TOOLS=(promtool:prometheus)
+SYSTEM_TOOLS=(promtool:prometheus prometheus:prometheus openssl:openssl)
 
 say() { printf '==> %s\n' "$*" >&2; }
 warn() { printf 'warning: %s\n' "$*" >&2; }

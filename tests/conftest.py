@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 
 import pytest
+from servers import LoopbackServer, PrometheusServer, Responder, backfill, scrape_config
 
 
 def require_servers() -> bool:
@@ -29,3 +32,82 @@ def promtool() -> str:
         missing("promtool (Debian package prometheus)")
     assert path is not None
     return path
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> str:
+    """The path of ``prometheus`` (Debian package ``prometheus``)."""
+    path = shutil.which("prometheus")
+    if path is None:
+        missing("prometheus (Debian package prometheus)")
+    assert path is not None
+    return str(Path(path).resolve())
+
+
+@pytest.fixture
+def prometheus_server(
+    prometheus_binary: str, promtool: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], PrometheusServer]]:
+    """Start Prometheus over OpenMetrics text backfilled before it starts.
+
+    ``prometheus_server(text)`` returns the running :class:`~servers.PrometheusServer`
+    (``.url``, ``.stop()``, ``.start()`` again on the same storage and port). Query the data at
+    its own timestamps (it may lie in the past). Every server is stopped at teardown.
+    """
+    started: list[PrometheusServer] = []
+
+    def start(openmetrics: str) -> PrometheusServer:
+        workdir = tmp_path_factory.mktemp("prometheus")
+        server = PrometheusServer(prometheus_binary, workdir)
+        backfill(str(Path(promtool).resolve()), openmetrics, server.storage)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def prometheus_scraping(
+    prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., PrometheusServer]]:
+    """Start Prometheus scraping live exporters every second; returns once all targets are up.
+
+    ``prometheus_scraping(["http://127.0.0.1:PORT/metrics"])``, or a mapping of URL to extra
+    target labels; keyword ``interval`` (default ``"1s"``) and ``job``.
+    """
+    started: list[PrometheusServer] = []
+
+    def start(
+        targets: Sequence[str] | Mapping[str, Mapping[str, str]],
+        *,
+        interval: str = "1s",
+        job: str = "trimtab-test",
+    ) -> PrometheusServer:
+        workdir = tmp_path_factory.mktemp("prometheus")
+        config = scrape_config(targets, interval=interval, job=job)
+        server = PrometheusServer(prometheus_binary, workdir, config=config)
+        started.append(server)
+        server.start()
+        server.wait_for_targets(len(targets))
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[Callable[..., LoopbackServer]]:
+    """Start a recording HTTP server on 127.0.0.1: ``loopback_server(responder, tls=None)``."""
+    started: list[LoopbackServer] = []
+
+    def start(responder: Responder, tls: tuple[Path, Path] | None = None) -> LoopbackServer:
+        server = LoopbackServer(responder, tls).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,148 @@
+"""Batching: queries grow with distinct indicators, not targets; answers split back exactly."""
+
+from __future__ import annotations
+
+import pytest
+from trimtab.slo import load_text
+from trimtab.slo.batching import Query, assemble, plan_queries
+from trimtab.slo.health import Level, health_windows
+from trimtab.slo.ports import SeriesRequest
+
+CONFIG = load_text(
+    """
+apiVersion: trimtab.dev/v1alpha1
+kind: SLO
+metadata: {name: errors}
+spec:
+  service: shop
+  objective: 99.9
+  backendLabel: version
+  minEvents: 10
+  indicator:
+    errorRatio:
+      errors: http_requests_total{service="{{service}}", code=~"5.."}
+      total: http_requests_total{service="{{service}}"}
+---
+apiVersion: trimtab.dev/v1alpha1
+kind: SLO
+metadata: {name: errors-strict}
+spec:
+  service: shop
+  objective: 99.99
+  backendLabel: version
+  minEvents: 10
+  indicator:
+    errorRatio:
+      errors: http_requests_total{service="{{service}}", code=~"5.."}
+      total: http_requests_total{service="{{service}}"}
+---
+apiVersion: trimtab.dev/v1alpha1
+kind: SLO
+metadata: {name: queue}
+spec:
+  service: shop
+  backendLabel: zone
+  indicator:
+    gauge: {query: 'max by (zone) (queue_depth{service="{{service}}"})'}
+  health:
+    degraded: {above: 10}
+    unavailable: {above: 50}
+""",
+    "batching.yaml",
+)
+ERRORS, STRICT, QUEUE = (CONFIG.slos[n] for n in ("errors", "errors-strict", "queue"))
+
+
+def request(slo_name: str, service: str) -> SeriesRequest:
+    slo = CONFIG.slos[slo_name]
+    return SeriesRequest.of(
+        f"Rollout/{service}", slo, {"service": service}, health_windows(slo.spec)
+    )
+
+
+def test_many_targets_of_one_indicator_share_one_query_per_window_and_field() -> None:
+    requests = [request("errors", f"svc{i}") for i in range(50)]
+    queries = plan_queries(requests)
+    windows = len(health_windows(ERRORS.spec))
+    assert len(queries) == windows * 2  # the ratio and the request count per window
+    assert all(len(q.members) == 50 for q in queries)
+
+
+def test_slos_sharing_an_indicator_share_its_queries() -> None:
+    queries = plan_queries([request("errors", "a"), request("errors-strict", "b")])
+    assert len(queries) == len(health_windows(ERRORS.spec)) * 2
+
+
+def test_batched_values_merge_into_one_regex_matcher() -> None:
+    queries = plan_queries([request("errors", "cart"), request("errors", "checkout")])
+    assert 'service=~"(?:cart|checkout)"' in queries[0].promql
+    assert "by (version, service)" in queries[0].promql
+
+
+def test_past_max_values_the_query_is_generic() -> None:
+    requests = [request("errors", f"svc{i}") for i in range(5)]
+    queries = plan_queries(requests, max_values=3)
+    assert all('service=~".+"' in q.promql and q.params is None for q in queries)
+
+
+def test_full_queries_with_placeholders_are_sent_once_per_params() -> None:
+    queries = plan_queries([request("queue", "a"), request("queue", "b")])
+    assert len(queries) == 2
+    assert {q.promql.count('service="a"') + q.promql.count('service="b"') for q in queries} == {1}
+
+
+def _answer(query: Query) -> list[tuple[dict[str, str], float]]:
+    rows = []
+    for service, bad in (("cart", 0.5), ("checkout", 0.0001)):
+        for version, share in (("v1", 0.0001), ("v2", bad)):
+            labels = {"service": service, "version": version}
+            rows.append((labels, 600.0 if query.field == "events" else share))
+    return rows
+
+
+def test_answers_split_back_per_target_and_backend() -> None:
+    requests = [request("errors", "cart"), request("errors", "checkout")]
+    queries = plan_queries(requests)
+    measurements = assemble(requests, [(q, _answer(q)) for q in queries])
+    cart, checkout = (measurements[r] for r in requests)
+    assert cart.health("v2").level is Level.UNAVAILABLE
+    assert cart.health("v1").level is Level.HEALTHY
+    assert checkout.health("v2").level is Level.HEALTHY
+    assert cart.windows("v2")[300.0].value == pytest.approx(0.5)
+    assert cart.windows("v2")[300.0].events == 600.0
+
+
+def test_a_failed_query_makes_its_windows_unknown_with_the_reason() -> None:
+    requests = [request("errors", "cart")]
+    queries = plan_queries(requests)
+    answers = [(q, "HTTP 500" if q.window == 300.0 else _answer(q)) for q in queries]
+    health = assemble(requests, answers)[requests[0]].health("v1")
+    assert health.level is Level.UNKNOWN
+    assert health.error == "HTTP 500"
+
+
+def test_a_backend_missing_from_the_answer_is_unknown_and_others_are_judged() -> None:
+    requests = [request("errors", "cart")]
+    queries = plan_queries(requests)
+    answers = [(q, [row for row in _answer(q) if row[0]["version"] != "v2"]) for q in queries]
+    result = assemble(requests, answers)[requests[0]]
+    assert result.health("v2").level is Level.UNKNOWN
+    assert result.health("v1").level is Level.HEALTHY
+
+
+def test_two_series_for_one_backend_are_ambiguous_and_unknown() -> None:
+    requests = [request("queue", "a")]
+    queries = plan_queries(requests)
+    rows = [({"zone": "z1", "pod": "p1"}, 1.0), ({"zone": "z1", "pod": "p2"}, 2.0)]
+    result = assemble(requests, [(q, rows) for q in queries])[requests[0]]
+    health = result.health("z1")
+    assert health.level is Level.UNKNOWN
+    assert health.error is not None
+    assert "several series" in health.error
+
+
+def test_an_unanswered_request_reports_the_source_error() -> None:
+    measurements = assemble([], [], source_error="connection refused")
+    result = measurements[request("errors", "cart")]
+    assert result.health("v1").level is Level.UNKNOWN
+    assert result.error == "connection refused"
