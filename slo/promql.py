@@ -29,12 +29,14 @@ __all__ = [
     "PromQLError",
     "Selector",
     "compile_sli",
+    "fill_selector",
     "grouping_labels",
     "le_matcher",
     "member_filter",
     "parse_selector",
     "placeholders",
     "quote",
+    "unquote",
 ]
 
 Params = Mapping[str, Sequence[str]] | None
@@ -85,6 +87,35 @@ class CompiledSLI:
     events: str | None = None
 
 
+_ESCAPE = re.compile(r'\\(?:(["\\\'abfnrtv])|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|([0-7]{3})|(.))')
+_SIMPLE_ESCAPES = {
+    '"': '"',
+    "\\": "\\",
+    "'": "'",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+}
+
+
+def unquote(value: str) -> str:
+    """The value of a PromQL string literal's body (Go escapes)."""
+
+    def replace(m: re.Match[str]) -> str:
+        simple, hex2, hex4, octal, bad = m.groups()
+        if bad is not None:
+            raise PromQLError(f"invalid escape \\{bad} in {value!r}")
+        if simple is not None:
+            return _SIMPLE_ESCAPES[simple]
+        return chr(int(hex2 or hex4, 16) if octal is None else int(octal, 8))
+
+    return _ESCAPE.sub(replace, value)
+
+
 def placeholders(text: str) -> set[str]:
     """The placeholder names in ``text`` (``{{service}}`` → ``service``)."""
     return set(_PLACEHOLDER.findall(text))
@@ -113,7 +144,11 @@ def parse_selector(text: str, *, metric_required: bool = True) -> Selector:
             raise PromQLError(
                 f"invalid label matcher in {text!r} near {body[position:].strip()[:30]!r}"
             )
-        matchers.append(Matcher(m["label"], m["op"], m["value"]))
+        try:
+            value = unquote(m["value"])
+        except PromQLError as exc:
+            raise PromQLError(f"{exc} in selector {text!r}") from None
+        matchers.append(Matcher(m["label"], m["op"], value))
         position = m.end()
         if position < len(body):
             if body[position] != ",":
@@ -154,6 +189,16 @@ def _fill_value(value: str, op: str, params: Params) -> tuple[str, str]:
     return "=~", "".join(out)
 
 
+def fill_selector(selector: Selector, params: Params) -> Selector:
+    """``selector`` with its placeholders filled exactly as the compiled PromQL fills them.
+
+    For evaluators that match series themselves (the embedded scrape source) rather than send
+    the query text to Prometheus.
+    """
+    filled = (Matcher(m.label, *_fill_value(m.value, m.op, params)) for m in selector.matchers)
+    return Selector(selector.metric, tuple(filled))
+
+
 def _render(selector: Selector, params: Params, extra: Iterable[Matcher] = ()) -> str:
     rendered = []
     for matcher in (*selector.matchers, *extra):
@@ -168,7 +213,7 @@ def fill_query(query: str, window: float, params: Params) -> str:
     def matcher(m: re.Match[str]) -> str:
         if m["op"] not in ("=", "=~"):
             raise PromQLError(f"placeholder in {m.group(0)!r}: only = or =~ may hold one")
-        op, value = _fill_value(m["value"], m["op"], params)
+        op, value = _fill_value(unquote(m["value"]), m["op"], params)
         return f"{m['label']}{op}{quote(value)}"
 
     text = _PLACEHOLDER.sub(

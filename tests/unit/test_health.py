@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from trimtab.slo import load_text
 from trimtab.slo.durations import parse_duration
 from trimtab.slo.health import Evidence, Level, WindowMeasurement, error_budget, judge
 from trimtab.slo.models import SLOSpec
@@ -282,7 +283,7 @@ def test_quantile_binds_params_and_groups_by_le() -> None:
 
 
 def _matcher_value(query: str, metric: str) -> str:
-    """The value of the first ``service`` matcher of ``metric`` in ``query``, unescaped.
+    """The value of the first ``service`` matcher of ``metric`` in ``query`` (parsing unescapes).
 
     ``parse_selector`` reads a string up to its first unescaped quote, as PromQL does; if a
     value broke out of its string, the selector would end early or not parse.
@@ -290,8 +291,7 @@ def _matcher_value(query: str, metric: str) -> str:
     start = query.index(metric + "{")
     end = query.index("}[", start)
     selector = parse_selector(query[start : end + 1])
-    raw = next(m.value for m in selector.matchers if m.label == "service")
-    return re.sub(r"\\(.)", lambda m: {"n": "\n"}.get(m.group(1), m.group(1)), raw)
+    return next(m.value for m in selector.matchers if m.label == "service")
 
 
 @pytest.mark.parametrize(
@@ -324,3 +324,29 @@ def test_batched_params_cannot_break_out_of_their_string() -> None:
         assert re.fullmatch(pattern, value), value
     for other in ("x", "b", 'x"}', "bb\\", "cc"):
         assert not re.fullmatch(pattern, other), other
+
+
+def test_escaped_regex_in_a_selector_compiles_back_unchanged() -> None:
+    selector = parse_selector(r'http_requests_total{code=~"5\\d\\d", path="a\"b"}')
+    assert [m.value for m in selector.matchers] == [r"5\d\d", 'a"b']
+    spec = (
+        load_text(
+            r"""
+apiVersion: trimtab.dev/v1alpha1
+kind: SLO
+metadata: {name: esc}
+spec:
+  service: s
+  objective: 99
+  backendLabel: version
+  indicator:
+    errorRatio:
+      errors: 'http_requests_total{code=~"5\\d\\d"}'
+      total: http_requests_total
+""",
+            "esc.yaml",
+        )
+        .slos["esc"]
+        .spec
+    )
+    assert r'code=~"5\\d\\d"' in (compile_sli(spec, 300.0).ratio or "")
