@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 from trimtab.slo import Config, ConfigError, Problem, load
 from trimtab.slo.rules import DEFAULT_RUNBOOK_BASE_URL, dump_rules, generate_rules
 
@@ -153,6 +155,112 @@ def convert(files: Files = []) -> None:  # noqa: B006
         err.print("no OpenSLO or Sloth SLOs found in the input")
         raise typer.Exit(1)
     sys.stdout.write(render_trimtab_yaml(converted))
+
+
+PrometheusURL = Annotated[
+    str | None,
+    typer.Option(
+        "--prometheus",
+        help="Prometheus-compatible API to query (overrides the Controller's metrics source).",
+    ),
+]
+StateDir = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Where trimtab keeps its state (overrides the Controller's)."),
+]
+Warmup = Annotated[
+    float,
+    typer.Option(help="Seconds the embedded scrape source collects before judging."),
+]
+
+_LEVEL_STYLE = {
+    "HEALTHY": "green",
+    "DEGRADED": "yellow",
+    "UNAVAILABLE": "bold red",
+    "UNKNOWN": "magenta",
+}
+
+
+@app.command()
+def plan(
+    files: Files = [],  # noqa: B006
+    output: OutputFormat = Output.text,
+    prometheus: PrometheusURL = None,
+    state_dir: StateDir = None,
+    warmup: Warmup = 10.0,
+    at: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"],
+            help="Judge as of this time (ISO 8601, UTC unless an offset is given); default now.",
+        ),
+    ] = None,
+) -> None:
+    """One dry-run look: every backend's health per SLO, with value, threshold and window."""
+    from pydantic import ValidationError
+
+    from .plan import plan as make_plan
+    from .sources import build_source, collecting
+    from .targets import targets
+
+    del state_dir  # read by the reconciler; accepted here so every command takes it
+    config = _load(files)
+    try:
+        source = build_source(config, prometheus)
+    except ValidationError as error:
+        err.print(f"invalid --prometheus URL {prometheus!r}: {error.errors()[0]['msg']}")
+        raise typer.Exit(2) from None
+    except ValueError as error:  # settings the source cannot use (a missing token file, …)
+        err.print(f"metric source: {escape(str(error))}")
+        raise typer.Exit(1) from None
+    if source is None:
+        err.print(
+            "no metric source: give --prometheus URL, or a Controller with "
+            "metrics.prometheus or metrics.scrape"
+        )
+        raise typer.Exit(2)
+    chosen = targets(config)
+    if not chosen:
+        err.print("no Rollout or Balance to plan for")
+        raise typer.Exit(1)
+    with collecting(source, warmup):
+        when = datetime.now(UTC) if at is None else at if at.tzinfo else at.replace(tzinfo=UTC)
+        reports = make_plan(chosen, source, when)
+    if output is Output.json:
+        sys.stdout.write(json.dumps(reports, indent=2) + "\n")
+        return
+    for report in reports:
+        _print_report(report)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    table = Table(title=f"{report['target']}  action: {report['action']}", title_justify="left")
+    for column in ("SLO", "backend", "level", "value", "threshold", "window"):
+        table.add_column(column, justify="right" if column in ("value", "threshold") else "left")
+    for reason in report["reasons"]:
+        level = reason["level"]
+        value = reason["value"]
+        comparison = reason["comparison"]
+        threshold = reason["threshold"]
+        table.add_row(
+            reason["slo"],
+            reason["backend"],
+            f"[{_LEVEL_STYLE[level]}]{level}[/]",
+            "-" if value is None else f"{value:.4g}",
+            "-" if threshold is None else f"{'<' if comparison == 'below' else '>'} {threshold:g}",
+            reason["window"] or _why(reason, report["source"]["error"]),
+        )
+    out.print(table)
+    if not report["source"]["up"]:
+        err.print(f"[bold red]metric source down:[/] {escape(report['source']['error'])}")
+
+
+def _why(reason: dict[str, Any], source_error: str | None) -> str:
+    """A short cell for a verdict without a comparison (UNKNOWN)."""
+    if source_error is not None and reason.get("error") == source_error:
+        return "source down"
+    text = str(reason["message"])
+    return escape(text if len(text) <= 60 else text[:57] + "...")
 
 
 def main() -> None:
