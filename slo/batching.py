@@ -7,8 +7,9 @@ back per target. Past ``max_values`` distinct values the query becomes generic
 (``service=~".+"``) and the split happens here, so the number of queries per cycle grows with
 the number of distinct indicators, never with the number of targets.
 
-Full queries (``events``, ``raw``, ``gauge``) group as the user wrote them; when they hold
-placeholders they are sent once per distinct params.
+Full queries (``events``, ``raw``, and gauges other than a selector or an aggregation that keeps
+the placeholders' labels) group as the user wrote them; with placeholders they are sent once per
+distinct params.
 
 Sources use this module as their plan: :func:`plan_queries`, run each :class:`Query` their own
 way (PromQL over HTTP, or the embedded scraper's evaluator), then :func:`assemble`.
@@ -24,8 +25,7 @@ from typing import Literal
 from .health import WindowMeasurement, counts_events
 from .models import SLOSpec
 from .ports import Measurements, SeriesRequest, SeriesResult
-from .presets import resolve
-from .promql import compile_sli, member_filter
+from .promql import Membership, batchable, compile_sli, membership
 
 __all__ = ["Answer", "Query", "Sample", "assemble", "plan_queries"]
 
@@ -62,32 +62,31 @@ def _text(
     return text
 
 
-def _is_full_query(spec: SLOSpec) -> bool:
-    plain = resolve(spec.indicator)
-    return plain.events is not None or plain.raw is not None or plain.gauge is not None
-
-
 def plan_queries(
     requests: Sequence[SeriesRequest], *, max_values: int = DEFAULT_MAX_VALUES
 ) -> list[Query]:
     """The queries that answer ``requests``, each serving every request it can."""
     groups: dict[tuple[str, Field, float], list[SeriesRequest]] = defaultdict(list)
+    generic: dict[tuple[int, float, Field], str] = {}  # targets share SLO objects: compile once
     for request in requests:
         spec = request.slo.spec
         for window in request.windows:
             for field in _fields(spec):
-                groups[(_text(spec, window, field, None), field, window)].append(request)
+                key = (id(spec), window, field)
+                if key not in generic:
+                    generic[key] = _text(spec, window, field, None)
+                groups[(generic[key], field, window)].append(request)
 
     queries: list[Query] = []
-    for (generic, field, window), members in groups.items():
+    for (text_of_all, field, window), members in groups.items():
         spec = members[0].slo.spec
-        if _is_full_query(spec):
+        if not batchable(spec):
             by_params: dict[tuple[tuple[str, str], ...], list[SeriesRequest]] = defaultdict(list)
             for member in members:
                 by_params[member.params].append(member)
             for pairs, same in by_params.items():
                 bound = {name: (value,) for name, value in pairs} if pairs else None
-                text = _text(spec, window, field, bound) if bound else generic
+                text = _text(spec, window, field, bound) if bound else text_of_all
                 queries.append(Query(text, field, window, spec, bound, tuple(same)))
             continue
         merged: dict[str, set[str]] = defaultdict(set)
@@ -97,7 +96,7 @@ def plan_queries(
         batch: dict[str, tuple[str, ...]] | None = {n: tuple(sorted(v)) for n, v in merged.items()}
         if not batch or any(len(values) > max_values for values in batch.values()):
             batch = None  # generic: one query for all, split here
-        text = _text(spec, window, field, batch) if batch else generic
+        text = _text(spec, window, field, batch) if batch else text_of_all
         queries.append(Query(text, field, window, spec, batch, tuple(members)))
     return queries
 
@@ -113,17 +112,30 @@ def assemble(
         lambda: defaultdict(lambda: defaultdict(dict))
     )
     errors: dict[tuple[str, str], dict[float, str]] = defaultdict(dict)
+    memberships: dict[tuple[int, tuple[tuple[str, str], ...]], Membership] = {}
     for query, answer in answers:
         if isinstance(answer, str):
             for member in query.members:
                 errors[member.key][query.window] = answer
             continue
+        # Index the members by the exact label values they expect, so splitting a batch of
+        # N targets costs O(N + samples), not O(N × samples).
+        index: dict[tuple[str, ...], list[tuple[SeriesRequest, Membership]]] = defaultdict(list)
         for member in query.members:
-            label = member.slo.spec.backend_label
-            belongs = member_filter(member.slo.spec, member.param_map)
-            for labels, value in answer:
+            key = (id(member.slo.spec), member.params)
+            if key not in memberships:
+                memberships[key] = membership(member.slo.spec, member.param_map)
+            belongs = memberships[key]
+            index[belongs.values].append((member, belongs))
+        probe = next(iter(index.values()))[0][1]
+        for labels, value in answer:
+            key = probe.key(labels)
+            for member, belongs in index.get(key, []) if key is not None else []:
+                if not belongs.admits(labels):
+                    continue
+                label = member.slo.spec.backend_label
                 backend = labels.get(label) if label else ""
-                if backend is None or not belongs(labels):
+                if backend is None:
                     continue
                 slot = values[member.key][backend][query.window]
                 if query.field in slot:

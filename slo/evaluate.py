@@ -37,12 +37,14 @@ from .batching import Answer, Query, Sample
 from .models import UNIT_PER_SECOND, SLOSpec
 from .presets import resolve
 from .promql import (
+    GaugeShape,
     Matcher,
     PromQLError,
     Selector,
     fill_query,
     fill_selector,
     grouping_labels,
+    parse_gauge,
     parse_selector,
 )
 
@@ -351,41 +353,13 @@ def _divide(a: float, b: float) -> float:
 
 # ---------------------------------------------------------------------------------- indicators
 
-_AGGREGATIONS: dict[str, Aggregation] = {"sum": "sum", "max": "max", "min": "min", "avg": "avg"}
-_AGGREGATION = re.compile(
-    r"^\s*(?P<op>sum|max|min|avg)\s*(?:by\s*\((?P<by>[^()]*)\)\s*)?"
-    r"\(\s*(?P<selector>.*?)\s*\)\s*(?:by\s*\((?P<by_after>[^()]*)\)\s*)?$",
-    re.DOTALL,
-)
 
-
-@dataclass(frozen=True)
-class _Gauge:
-    selector: Selector
-    op: Aggregation | None
-    by: tuple[str, ...]
-
-
-def _gauge_query(text: str) -> _Gauge:
+def _gauge_query(text: str) -> GaugeShape:
     """A gauge query the scrape source can evaluate, or ``PromQLError`` (UNSUPPORTED_GAUGE)."""
-    op: Aggregation | None = None
-    by: tuple[str, ...] = ()
-    body = text
-    m = _AGGREGATION.match(text)
-    if m is not None:
-        if m["by"] is not None and m["by_after"] is not None:
-            raise PromQLError(UNSUPPORTED_GAUGE)
-        op = _AGGREGATIONS[m["op"]]
-        names = m["by"] if m["by"] is not None else (m["by_after"] or "")
-        by = tuple(n.strip() for n in names.split(",") if n.strip())
-        if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n) for n in by):
-            raise PromQLError(UNSUPPORTED_GAUGE)
-        body = m["selector"]
-    try:
-        raw = parse_selector(body, metric_required=False)
-    except PromQLError as exc:
-        raise PromQLError(UNSUPPORTED_GAUGE) from exc
-    return _Gauge(raw, op, by)
+    shape = parse_gauge(text)
+    if shape is None:
+        raise PromQLError(UNSUPPORTED_GAUGE)
+    return shape
 
 
 def _suffixed(selector: Selector, suffix: str) -> Selector:

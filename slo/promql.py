@@ -15,9 +15,11 @@ for the range of full queries (``events``, ``raw``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
+from typing import Literal, cast
 
 from .durations import format_duration
 from .models import UNIT_PER_SECOND, GaugeIndicator, Indicator, SLOSpec
@@ -25,14 +27,18 @@ from .presets import resolve
 
 __all__ = [
     "CompiledSLI",
+    "GaugeShape",
     "Matcher",
+    "Membership",
     "PromQLError",
     "Selector",
+    "batchable",
     "compile_sli",
     "fill_selector",
     "grouping_labels",
     "le_matcher",
-    "member_filter",
+    "membership",
+    "parse_gauge",
     "parse_selector",
     "placeholders",
     "quote",
@@ -126,6 +132,7 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+@lru_cache(maxsize=4096)
 def parse_selector(text: str, *, metric_required: bool = True) -> Selector:
     """Parse ``metric{a="b", c=~"d"}`` (or ``{…}`` alone when ``metric_required`` is false)."""
     source = text.strip()
@@ -237,8 +244,67 @@ def grouping_labels(spec: SLOSpec) -> tuple[str, ...]:
     return tuple(labels)
 
 
+GaugeOp = Literal["sum", "max", "min", "avg"]
+_GAUGE_AGGREGATION = re.compile(
+    r"^\s*(?P<op>sum|max|min|avg)\s*(?:by\s*\((?P<by>[^()]*)\)\s*)?"
+    r"\(\s*(?P<selector>.*?)\s*\)\s*(?:by\s*\((?P<by_after>[^()]*)\)\s*)?$",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class GaugeShape:
+    """A gauge query that is a selector, or ``op by (labels) (selector)``."""
+
+    selector: Selector
+    op: GaugeOp | None
+    by: tuple[str, ...]
+
+
+def parse_gauge(text: str) -> GaugeShape | None:
+    """The shape of a gauge query, or ``None`` for any other PromQL."""
+    op: GaugeOp | None = None
+    by: tuple[str, ...] = ()
+    body = text
+    m = _GAUGE_AGGREGATION.match(text)
+    if m is not None:
+        if m["by"] is not None and m["by_after"] is not None:
+            return None
+        op = cast(GaugeOp, m["op"])
+        names = m["by"] if m["by"] is not None else (m["by_after"] or "")
+        by = tuple(n.strip() for n in names.split(",") if n.strip())
+        if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n) for n in by):
+            return None
+        body = m["selector"]
+    try:
+        return GaugeShape(parse_selector(body, metric_required=False), op, by)
+    except PromQLError:
+        return None
+
+
+def _batchable_gauge(query: str) -> GaugeShape | None:
+    """The gauge's shape when a batch can split it: its aggregation keeps the placeholders'
+    labels (or it aggregates nothing)."""
+    shape = parse_gauge(query)
+    if shape is None:
+        return None
+    bound = {m.label for m in shape.selector.matchers if placeholders(m.value)}
+    return shape if shape.op is None or bound <= set(shape.by) else None
+
+
+def batchable(spec: SLOSpec) -> bool:
+    """Whether targets with different params can share this SLO's queries."""
+    plain = resolve(spec.indicator)
+    if plain.gauge is not None:
+        return _batchable_gauge(plain.gauge.query) is not None
+    return plain.events is None and plain.raw is None
+
+
 def _selectors(indicator: Indicator) -> list[Selector]:
     plain = resolve(indicator)
+    if plain.gauge is not None:
+        shape = _batchable_gauge(plain.gauge.query)
+        return [shape.selector] if shape is not None else []
     if plain.error_ratio is not None:
         texts = [plain.error_ratio.errors or plain.error_ratio.good or "", plain.error_ratio.total]
         return [parse_selector(t) for t in texts]
@@ -323,28 +389,49 @@ def _gauge(gauge: GaugeIndicator, by: Sequence[str], w: str, params: Params) -> 
     return f"{across[gauge.aggregate]}{_by(by)} ({over_time[gauge.aggregate]}(({query})[{w}:]))"
 
 
-def member_filter(spec: SLOSpec, params: Mapping[str, str]) -> Callable[[Mapping[str, str]], bool]:
-    """Whether a series of a batched result belongs to the target with ``params``.
+@dataclass(frozen=True)
+class Membership:
+    """Which series of a batched result belong to one target.
 
     A batched query groups by the labels its placeholders bind; a series belongs to a target
-    when each such label holds what the target's params make of the matcher (equal for ``=``,
-    a full regex match for ``=~``). Full queries are never batched across params, so every
-    series of theirs belongs.
+    when each such label holds what the target's params make of the matcher: ``exact`` values
+    (from ``=`` matchers, looked up by key) and full matches of ``patterns`` (from ``=~``).
+    Full queries are never batched across params, so every series of theirs belongs.
     """
-    checks: list[tuple[str, re.Pattern[str]]] = []
+
+    exact: tuple[tuple[str, str], ...]
+    patterns: tuple[tuple[str, re.Pattern[str]], ...]
+
+    def key(self, labels: Mapping[str, str]) -> tuple[str, ...] | None:
+        """The values of the ``exact`` labels in ``labels`` (compared with :attr:`values`), or
+        ``None`` when one is missing."""
+        found = tuple(labels.get(label) for label, _ in self.exact)
+        return None if None in found else cast(tuple[str, ...], found)
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(value for _, value in self.exact)
+
+    def admits(self, labels: Mapping[str, str]) -> bool:
+        """Whether ``labels`` match the patterns (the exact values checked by key)."""
+        return all(
+            label in labels and pattern.fullmatch(labels[label]) is not None
+            for label, pattern in self.patterns
+        )
+
+
+def membership(spec: SLOSpec, params: Mapping[str, str]) -> Membership:
+    """How to recognise the series of the target with ``params`` in a batched result."""
+    exact: dict[str, str] = {}
+    patterns: list[tuple[str, re.Pattern[str]]] = []
     bound = {name: [value] for name, value in params.items()}
     for selector in _selectors(spec.indicator):
         for matcher in selector.matchers:
             if not placeholders(matcher.value):
                 continue
             op, value = _fill_value(matcher.value, matcher.op, bound)
-            pattern = re.compile(re.escape(value) if op == "=" else value)
-            checks.append((matcher.label, pattern))
-
-    def belongs(labels: Mapping[str, str]) -> bool:
-        return all(
-            label in labels and pattern.fullmatch(labels[label]) is not None
-            for label, pattern in checks
-        )
-
-    return belongs
+            if op == "=":
+                exact[matcher.label] = value
+            else:
+                patterns.append((matcher.label, re.compile(value)))
+    return Membership(tuple(sorted(exact.items())), tuple(patterns))

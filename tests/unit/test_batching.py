@@ -146,3 +146,38 @@ def test_an_unanswered_request_reports_the_source_error() -> None:
     result = measurements[request("errors", "cart")]
     assert result.health("v1").level is Level.UNKNOWN
     assert result.error == "connection refused"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        'queue_depth{service="{{service}}"}',
+        'sum by (zone, service) (queue_depth{service="{{service}}"})',
+    ],
+)
+def test_a_gauge_that_keeps_the_placeholder_label_is_batched(query: str) -> None:
+    gauge = load_text(
+        f"""
+apiVersion: trimtab.dev/v1alpha1
+kind: SLO
+metadata: {{name: queue}}
+spec:
+  service: shop
+  backendLabel: zone
+  indicator: {{gauge: {{query: '{query}'}}}}
+  health: {{degraded: {{above: 10}}, unavailable: {{above: 50}}}}
+""",
+        "gauge.yaml",
+    ).slos["queue"]
+    requests = [
+        SeriesRequest.of(f"Balance/{s}", gauge, {"service": s}, health_windows(gauge.spec))
+        for s in ("a", "b")
+    ]
+    queries = plan_queries(requests)
+    assert len(queries) == 1
+    assert 'service=~"(?:a|b)"' in queries[0].promql
+    assert "by (zone, service)" in queries[0].promql
+    rows = [({"zone": "z1", "service": "a"}, 60.0), ({"zone": "z1", "service": "b"}, 1.0)]
+    measurements = assemble(requests, [(queries[0], rows)])
+    assert measurements[requests[0]].health("z1").level is Level.UNAVAILABLE
+    assert measurements[requests[1]].health("z1").level is Level.HEALTHY
