@@ -122,15 +122,15 @@ def assemble(
         # N targets costs O(N + samples), not O(N × samples).
         index: dict[tuple[str, ...], list[tuple[SeriesRequest, Membership]]] = defaultdict(list)
         for member in query.members:
-            key = (id(member.slo.spec), member.params)
-            if key not in memberships:
-                memberships[key] = membership(member.slo.spec, member.param_map)
-            belongs = memberships[key]
+            cached = (id(member.slo.spec), member.params)
+            if cached not in memberships:
+                memberships[cached] = membership(member.slo.spec, member.param_map)
+            belongs = memberships[cached]
             index[belongs.values].append((member, belongs))
         probe = next(iter(index.values()))[0][1]
         for labels, value in answer:
-            key = probe.key(labels)
-            for member, belongs in index.get(key, []) if key is not None else []:
+            expected = probe.key(labels)
+            for member, belongs in index.get(expected, []) if expected is not None else []:
                 if not belongs.admits(labels):
                     continue
                 label = member.slo.spec.backend_label

@@ -289,6 +289,9 @@ class Analysis(Model):
     baseline: bool = True
     failure_limit: int = Field(default=2, ge=0)
     no_data: NoData = Field(default_factory=NoData)
+    pause_timeout: PositiveDuration = Field(
+        default=3600.0, description="a Paused rollout rolls back after this long"
+    )
 
 
 class RolloutGuardrails(Model):

@@ -1,0 +1,228 @@
+"""The Rollout policy: a canary moves from stable to canary in steps, or back at once.
+
+Pure: ``decide(spec, memory, health, baseline, current, now)`` returns a :class:`Proposal`;
+nothing here reads a clock, a file or the network. The rules, in the order they apply:
+
+1. A finished rollout stays finished: ``RolledBack`` keeps the canary at 0 and ``Promoted`` at
+   100 until a person acts. ``Paused`` holds, and rolls back when ``analysis.pauseTimeout``
+   passes — every waiting phase has a timeout.
+2. UNAVAILABLE on the canary, for any SLO, rolls back in the same cycle, whatever the guardrails
+   say about raising — unless the stable is just as unavailable for that SLO: then the fault is
+   shared (a dependency, not the canary) and the rollout holds.
+3. DEGRADED on the canary (worse than the stable), or a significant regression against the
+   stable (the baseline test), counts toward ``failureLimit``; one more than the limit rolls back.
+4. UNKNOWN holds (no data is not good news) and rolls back once it lasted
+   ``noData.rollbackAfter``; with ``noData.hold: false`` it counts as a failure instead.
+5. Otherwise the canary is HEALTHY on every SLO: after the step's ``hold`` of continuous health
+   it advances to the next step; reaching 100 promotes. Guardrails bound the advance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from trimtab.slo.baseline import BaselineResult, Verdict
+from trimtab.slo.durations import format_duration
+from trimtab.slo.health import Health, Level
+from trimtab.slo.models import RolloutSpec
+
+from .guardrails import GuardrailNote, Limits, bound
+
+__all__ = ["Phase", "Proposal", "RolloutMemory", "decide", "weights_at"]
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+
+
+@dataclass(frozen=True)
+class RolloutMemory:
+    """What the Rollout policy remembers between cycles."""
+
+    phase: Phase = Phase.PENDING
+    step: int = -1  # index into spec.steps; -1 before the first
+    step_started_at: datetime | None = None
+    healthy_since: datetime | None = None  # canary HEALTHY on every SLO since
+    failures: int = 0  # DEGRADED or baseline-regression evaluations in this step
+    no_data_since: datetime | None = None
+    paused_at: datetime | None = None
+    last_shift_at: datetime | None = None
+    shift_times: tuple[datetime, ...] = ()  # moves toward risk (for maxShiftsPerHour)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What the policy wants: the action, the weights, why, and its memory afterwards."""
+
+    action: str
+    desired: dict[str, int]
+    memory: RolloutMemory
+    reasons: tuple[str, ...] = ()
+    guardrails: tuple[GuardrailNote, ...] = field(default_factory=tuple)
+
+
+def weights_at(spec: RolloutSpec, canary: int) -> dict[str, int]:
+    """The route's weights with ``canary`` percent on the canary."""
+    return {spec.stable: 100 - canary, spec.canary: canary}
+
+
+def _limits(spec: RolloutSpec) -> Limits:
+    g = spec.guardrails
+    return Limits(g.max_step, g.min_interval, g.max_shifts_per_hour)
+
+
+def _rollback(spec: RolloutSpec, memory: RolloutMemory, now: datetime, why: str) -> Proposal:
+    done = replace(memory, phase=Phase.ROLLED_BACK, last_shift_at=now, failures=0)
+    return Proposal("rollback", weights_at(spec, 0), done, (why,))
+
+
+def _hold(current: Mapping[str, int], memory: RolloutMemory, *why: str) -> Proposal:
+    return Proposal("hold", dict(current), memory, tuple(why))
+
+
+def _verdicts(
+    spec: RolloutSpec, health: Mapping[str, Mapping[str, Health]]
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """(unavailable, degraded, unknown, shared) SLO messages for the canary."""
+    unavailable, degraded, unknown, shared = [], [], [], []
+    canary = health.get(spec.canary, {})
+    stable = health.get(spec.stable, {})
+    for slo, verdict in sorted(canary.items()):
+        base = stable.get(slo)
+        base_level = base.level if base is not None else Level.UNKNOWN
+        text = f"{slo}: canary {verdict.level.name} ({verdict.reason})"
+        if verdict.level in (Level.UNAVAILABLE, Level.DEGRADED) and base_level >= verdict.level:
+            shared.append(
+                f"{text}; stable is {base_level.name} too: a shared fault, not the canary"
+            )
+        elif verdict.level is Level.UNAVAILABLE:
+            unavailable.append(text)
+        elif verdict.level is Level.DEGRADED:
+            degraded.append(text)
+        elif verdict.level is Level.UNKNOWN:
+            unknown.append(text)
+    return unavailable, degraded, unknown, shared
+
+
+def decide(
+    spec: RolloutSpec,
+    memory: RolloutMemory,
+    health: Mapping[str, Mapping[str, Health]],
+    baseline: BaselineResult | None,
+    current: Mapping[str, int],
+    now: datetime,
+) -> Proposal:
+    """The next move of a Rollout (see the module docstring for the rules)."""
+    canary_weight = current.get(spec.canary, 0)
+    if memory.phase is Phase.ROLLED_BACK:
+        return Proposal("none", weights_at(spec, 0), memory, ("rolled back; waiting for a person",))
+    if memory.phase is Phase.PROMOTED:
+        return Proposal("none", weights_at(spec, 100), memory, ("promoted",))
+    if memory.phase is Phase.PAUSED:
+        paused_for = (now - (memory.paused_at or now)).total_seconds()
+        if paused_for >= spec.analysis.pause_timeout:
+            return _rollback(
+                spec,
+                memory,
+                now,
+                f"paused for {format_duration(spec.analysis.pause_timeout)}: timed out",
+            )
+        return _hold(current, memory, "paused")
+    if memory.phase is Phase.PENDING:
+        started = replace(memory, phase=Phase.PROGRESSING, step=-1, step_started_at=now)
+        return _advance(spec, started, current, now, "rollout started")
+
+    unavailable, degraded, unknown, shared = _verdicts(spec, health)
+    if unavailable:
+        return _rollback(spec, memory, now, "UNAVAILABLE: " + "; ".join(unavailable))
+
+    failed = list(degraded)
+    if baseline is not None and baseline.verdict is Verdict.REGRESSION:
+        failed.append(f"baseline: {baseline.reason}")
+    if unknown and not spec.analysis.no_data.hold:
+        failed.extend(unknown)
+    if failed:
+        failures = memory.failures + 1
+        counted = replace(memory, failures=failures, healthy_since=None)
+        why = f"failure {failures} of {spec.analysis.failure_limit} tolerated: " + "; ".join(failed)
+        if failures > spec.analysis.failure_limit:
+            return _rollback(spec, counted, now, why)
+        return _hold(current, counted, why)
+
+    if unknown:
+        since = memory.no_data_since or now
+        waiting = replace(memory, no_data_since=since, healthy_since=None)
+        lasted = (now - since).total_seconds()
+        if lasted >= spec.analysis.no_data.rollback_after:
+            return _rollback(
+                spec, waiting, now, f"no data for {format_duration(lasted)}: " + "; ".join(unknown)
+            )
+        return _hold(current, waiting, "no data is not good news: " + "; ".join(unknown))
+
+    memory = replace(memory, no_data_since=None)
+    if shared:
+        return _hold(current, replace(memory, healthy_since=None), *shared)
+
+    healthy_since = memory.healthy_since or now
+    memory = replace(memory, healthy_since=healthy_since)
+    # After a move the guardrails cut short, the canary sits between steps and waits the hold
+    # of the step it last reached again: slow toward risk.
+    step = spec.steps[memory.step] if memory.step >= 0 else None
+    hold = (step.hold if step is not None else None) or 0.0
+    healthy_for = (
+        now - max(healthy_since, memory.step_started_at or healthy_since)
+    ).total_seconds()
+    if healthy_for < hold:
+        return _hold(
+            current,
+            memory,
+            f"healthy for {format_duration(max(healthy_for, 0.001))} of the "
+            f"{format_duration(hold)} hold at {canary_weight}%",
+        )
+    return _advance(spec, memory, current, now, f"healthy through the hold at {canary_weight}%")
+
+
+def _advance(
+    spec: RolloutSpec, memory: RolloutMemory, current: Mapping[str, int], now: datetime, why: str
+) -> Proposal:
+    following = memory.step + 1
+    if following >= len(spec.steps):
+        return Proposal("none", dict(current), memory, ("no step left",))
+    goal = weights_at(spec, spec.steps[following].weight)
+    weights, notes = bound(
+        current,
+        goal,
+        [spec.canary],
+        _limits(spec),
+        last_shift_at=memory.last_shift_at,
+        shift_times=memory.shift_times,
+        now=now,
+    )
+    if weights.get(spec.canary, 0) <= current.get(spec.canary, 0):
+        return Proposal("hold", dict(current), memory, (why, "held by a guardrail"), tuple(notes))
+    reached = weights.get(spec.canary, 0) >= spec.steps[following].weight
+    moved = replace(
+        memory,
+        step=following if reached else memory.step,
+        step_started_at=now if reached else memory.step_started_at,
+        failures=0 if reached else memory.failures,
+        healthy_since=None,
+        last_shift_at=now,
+        shift_times=(*memory.shift_times, now),
+    )
+    if reached and spec.steps[following].weight == 100:
+        return Proposal(
+            "promote",
+            weights,
+            replace(moved, phase=Phase.PROMOTED),
+            (why, "promoted"),
+            tuple(notes),
+        )
+    return Proposal("advance", weights, moved, (why,), tuple(notes))
