@@ -33,7 +33,7 @@ _OBJECT = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 def check_object_name(name: str) -> str:
     """The name of an SLO, Rollout or Balance (``metadata.name``)."""
-    if not _OBJECT.match(name):
+    if not _OBJECT.fullmatch(name):
         raise ValueError(
             f"invalid name {name!r}: use 1-63 lowercase letters, digits and '-', "
             "starting and ending with a letter or digit"
@@ -43,7 +43,7 @@ def check_object_name(name: str) -> str:
 
 def check_backend(name: str) -> str:
     """A backend: a ``backendLabel`` value such as ``v1`` or ``zone-a``."""
-    if not _BACKEND.match(name):
+    if not _BACKEND.fullmatch(name):
         raise ValueError(
             f"invalid backend name {name!r}: use 1-63 letters, digits, '-', '_' or '.', "
             "starting and ending with a letter or digit"
@@ -53,7 +53,7 @@ def check_backend(name: str) -> str:
 
 def check_label_name(name: str) -> str:
     """A Prometheus label name."""
-    if not _LABEL.match(name) or name.startswith("__"):
+    if not _LABEL.fullmatch(name) or name.startswith("__"):
         raise ValueError(
             f"invalid label name {name!r}: expected [A-Za-z_][A-Za-z0-9_]*, not starting with __"
         )
@@ -62,7 +62,7 @@ def check_label_name(name: str) -> str:
 
 def check_proxy_name(name: str) -> str:
     """An Envoy cluster/route, NGINX upstream or HAProxy backend/server name."""
-    if not _PROXY.match(name):
+    if not _PROXY.fullmatch(name):
         raise ValueError(
             f"invalid proxy object name {name!r}: use letters, digits, '_', '.', ':' or '-' "
             "(at most 128), starting with a letter, digit or '_'"
@@ -72,7 +72,7 @@ def check_proxy_name(name: str) -> str:
 
 def check_dns_label(name: str) -> str:
     """A Kubernetes object name or namespace (RFC 1123 label)."""
-    if not _DNS_LABEL.match(name):
+    if not _DNS_LABEL.fullmatch(name):
         raise ValueError(
             f"invalid Kubernetes name {name!r}: lowercase letters, digits and '-', at most 63"
         )
@@ -90,6 +90,6 @@ def check_host_port(address: str) -> str:
             valid_port = False
         else:
             return address
-    if valid_port and _HOSTNAME.match(host):
+    if valid_port and _HOSTNAME.fullmatch(host):
         return address
     raise ValueError(f"invalid address {address!r}: expected host:port such as 10.0.0.1:8080")

@@ -1,0 +1,298 @@
+"""The decision log: append-only JSON Lines in which an edit, a deletion or a cut shows.
+
+One canonical JSON record per line (:func:`.record.canonical_json`). Each record holds ``hash``,
+the SHA-256 of its canonical JSON without ``hash``, and ``prevHash``, the previous record's hash
+(:data:`GENESIS` for the first). ``prevHash`` is hashed too, so each hash covers all history
+before it and :meth:`DecisionLog.verify` names an edited, deleted, inserted or reordered line.
+(It shows accidents and naive edits; it is no signature: who can write the file can re-hash.)
+
+Cutting whole lines off the end leaves a valid chain, so every append also writes
+``<name>.head`` (temp, fsync, rename, fsync of the directory): the record count and last hash.
+A log holding fewer records than its head counts was truncated. Appends never stop for that
+(the controller must still be able to roll back), but an append that finds the head disagreeing
+with the log first moves it to ``<name>.head.mismatch``, and ``verify`` keeps reporting it.
+
+A crash mid-append can leave a *torn* final line without its newline. A record counts only once
+its newline is on disk, and the head moves only after that, so a torn line was never acted on.
+``verify`` reports it apart from tampering; :meth:`DecisionLog.repair` drops it (never anything
+else), as does the next append. A crash between the log's fsync and the head's rename leaves the
+head one record behind: a crash artifact too, fixed by the next append or ``repair``.
+
+Appends are safe across threads (a lock) and processes (``flock`` on the log, held from reading
+the tail to updating the head); readers take a shared ``flock``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from trimtab.slo.errors import TrimtabError
+
+from .record import (
+    GENESIS,
+    Action,
+    Decision,
+    DecisionWeights,
+    Finding,
+    FindingKind,
+    Link,
+    VerifyResult,
+    canonical_json,
+    chain_findings,
+    head_findings,
+    new_id,
+    parse_line,
+    record_hash,
+)
+
+__all__ = [
+    "GENESIS",
+    "Action",
+    "Decision",
+    "DecisionLog",
+    "DecisionLogError",
+    "DecisionWeights",
+    "Finding",
+    "FindingKind",
+    "VerifyResult",
+    "new_id",
+]
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 16
+
+
+class DecisionLogError(TrimtabError):
+    """The decision log cannot be read or appended to; the message names the file and line."""
+
+
+class DecisionLog:
+    """An append-only, hash-chained decision log at ``path`` with its head file beside it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if self.path.suffix == ".head":
+            raise ValueError(f"{self.path}: '.head' is the suffix of the head file")
+        self.head_path = self.path.with_suffix(".head")
+        self.mismatch_path = self.path.with_suffix(".head.mismatch")
+        self._lock = threading.Lock()
+
+    def append(self, decision: Decision) -> Decision:
+        """Chain ``decision`` onto the log, fsync it, update the head; return it with
+        ``prevHash`` and ``hash`` filled. Raises :class:`DecisionLogError` when the last record
+        is unreadable (the log was damaged: nothing sensible can be chained onto it)."""
+        return self.append_all([decision])[0]
+
+    def append_all(self, decisions: Iterable[Decision]) -> list[Decision]:
+        """Like :meth:`append` for many decisions at once, in order, with one write and one
+        fsync: a cycle over many targets pays for durability once, not per target."""
+        created = not self.path.exists()  # two creators both fsync the directory: harmless
+        with self._lock, self._opened(create=True) as fd:
+            self._drop_torn(fd)
+            last = _last_line(fd)
+            prev = GENESIS if last is None else self._hash_of(last)
+            count = self._count(fd, last)
+            sealed: list[Decision] = []
+            for decision in decisions:
+                record = replace(decision, prev_hash=prev, hash=None)
+                record = replace(record, hash=record_hash(record.to_json()))
+                sealed.append(record)
+                prev = record.hash or GENESIS
+            if not sealed:
+                return []
+            data = b"".join(canonical_json(d.to_json()) + b"\n" for d in sealed)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            if created:
+                _fsync_dir(self.path.parent)
+            self._write_head(count + len(sealed), prev)
+            return sealed
+
+    def records(self) -> Iterator[Decision]:
+        """Every complete record, oldest first; a torn final line is skipped (never committed).
+        Reads a snapshot taken under a shared lock; nothing when the log does not exist."""
+        for number, raw in enumerate(self._snapshot()[0], 1):
+            try:
+                yield Decision.from_json(json.loads(raw.decode("utf-8")))
+            except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+                raise DecisionLogError(f"{self.path}:{number}: not a decision: {e}") from e
+
+    def find(self, decision_id: str) -> Decision | None:
+        """The decision with this id, or ``None``."""
+        return next((d for d in self.records() if d.id == decision_id), None)
+
+    def last(self, target: str) -> Decision | None:
+        """The latest decision about ``target`` ("Rollout/checkout"), or ``None``."""
+        found = [d for d in self.records() if d.target == target]
+        return found[-1] if found else None
+
+    def verify(self) -> VerifyResult:
+        """Check every line's hash, the chain and the head; see :class:`FindingKind`."""
+        if not self.path.exists():
+            found = Finding(FindingKind.MISSING, None, f"{self.path} does not exist")
+            return VerifyResult(self.path, 0, (found,))
+        lines, torn, head = self._snapshot()
+        findings: list[Finding] = []
+        links: list[Link] = []
+        for number, raw in enumerate(lines, 1):
+            obj = parse_line(raw)
+            if obj is None:
+                findings.append(Finding(FindingKind.UNREADABLE, number, "not a decision record"))
+                links.append(None)
+                continue
+            if record_hash(obj) != obj["hash"]:
+                why = "its content does not match its hash: the record was edited"
+                findings.append(Finding(FindingKind.EDITED, number, why))
+            links.append((obj["hash"], obj["prevHash"]))
+        findings += chain_findings(links)
+        findings += head_findings(links, head)
+        if self.mismatch_path.exists():
+            why = f"an append found the head disagreeing with the log: see {self.mismatch_path}"
+            findings.append(Finding(FindingKind.HEAD_MISMATCH, None, why))
+        if torn:
+            why = f"{torn} bytes without a newline: a write cut short by a crash; repair() drops it"
+            findings.append(Finding(FindingKind.TORN, len(lines) + 1, why))
+        order = sorted(findings, key=lambda f: (f.line or 0, f.kind.value))
+        return VerifyResult(self.path, len(lines), tuple(order))
+
+    def repair(self) -> int:
+        """Drop a torn final line and bring a head one record behind up to date — crash
+        artifacts only; never a complete record. Returns the number of bytes dropped."""
+        if not self.path.exists():
+            return 0
+        with self._lock, self._opened(create=False) as fd:
+            dropped = self._drop_torn(fd)
+            last = _last_line(fd)
+            head = self._read_head()
+            if last is not None and head is not None:
+                obj = parse_line(last)
+                if obj is not None and obj["prevHash"] == head[1] and obj["hash"] != head[1]:
+                    self._write_head(head[0] + 1, obj["hash"])
+            return dropped
+
+    @contextmanager
+    def _opened(self, *, create: bool, shared: bool = False) -> Iterator[int]:
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
+        fd = os.open(self.path, os.O_RDONLY if shared else flags, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _snapshot(self) -> tuple[list[bytes], int, tuple[int, str] | None]:
+        """Complete lines, the length of a torn tail, and the head — read under a shared lock."""
+        try:
+            with self._opened(create=False, shared=True) as fd:
+                data = _read_all(fd)
+                head = self._read_head()
+        except FileNotFoundError:
+            return [], 0, None
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        return lines, len(tail), head
+
+    def _drop_torn(self, fd: int) -> int:
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return 0
+        keep = _rfind_newline(fd, size) + 1
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+        log.warning("%s: dropped a torn final line (%d bytes)", self.path, size - keep)
+        return size - keep
+
+    def _hash_of(self, line: bytes) -> str:
+        obj = parse_line(line)
+        if obj is None:
+            raise DecisionLogError(
+                f"{self.path}: the last record is unreadable, so nothing can be chained onto it;"
+                " run `trimtab history --verify`"
+            )
+        return str(obj["hash"])
+
+    def _count(self, fd: int, last: bytes | None) -> int:
+        """How many records the log holds: from the head when it is current (or one behind
+        after a crash), else counted; a head that disagrees is kept aside as evidence."""
+        head = self._read_head()
+        obj = None if last is None else parse_line(last)
+        if head is not None and obj is not None:
+            if head[1] == obj["hash"]:
+                return head[0]
+            if head[1] == obj["prevHash"]:
+                return head[0] + 1
+        if head is not None and not self.mismatch_path.exists():
+            os.replace(self.head_path, self.mismatch_path)
+            log.error("%s disagrees with %s; kept as %s", self.head_path, self.path.name,
+                      self.mismatch_path.name)  # fmt: skip
+        return _read_all(fd).count(b"\n")
+
+    def _read_head(self) -> tuple[int, str] | None:
+        """``(records, last hash)``; ``(-1, why)`` when unreadable; ``None`` when absent."""
+        try:
+            obj = json.loads(self.head_path.read_text(encoding="utf-8"))
+            count, last = obj["count"], obj["hash"]
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as e:
+            return (-1, str(e))
+        ok = isinstance(count, int) and isinstance(last, str)
+        return (count, last) if ok else (-1, "count and hash of the wrong type")
+
+    def _write_head(self, count: int, last: str) -> None:
+        tmp = self.head_path.with_name(f".{self.head_path.name}.tmp")  # only written under flock
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            os.write(fd, json.dumps({"count": count, "hash": last}).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.head_path)
+        _fsync_dir(self.head_path.parent)
+
+
+def _read_all(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    with os.fdopen(os.dup(fd), "rb") as file:
+        return file.read()
+
+
+def _rfind_newline(fd: int, end: int) -> int:
+    """The offset of the last newline before ``end``, or -1."""
+    while end > 0:
+        start = max(0, end - _CHUNK)
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found
+        end = start
+    return -1
+
+
+def _last_line(fd: int) -> bytes | None:
+    """The last complete line (the file ends with a newline), without it; ``None`` when empty."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return None
+    start = _rfind_newline(fd, size - 1) + 1
+    return os.pread(fd, size - 1 - start, start)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,382 @@
+"""The decision record and its chain: values, JSON, hashes and the rules that judge a chain.
+
+A :class:`Decision` is written *before* it is acted on (DESIGN.md sections 5 and 6) and carries
+everything behind it: health per backend and SLO, the reasons (query, value, threshold, window),
+the guardrails that changed the proposal, ``dryRun`` and the actor. Values are normalised to
+plain JSON data on construction, so what is logged is exactly what the caller holds.
+
+No field holds a secret, and none may be added for one: Prometheus credentials travel in
+headers, never in the PromQL that a reason quotes.
+
+Ids look like ``20250101T120000.123Z-1f2e3d4c``: the decision's UTC time to the millisecond and
+32 random bits. They sort by time; ties within a millisecond order arbitrarily (the log's order
+is authoritative).
+
+Pure: :func:`record_hash`, :func:`chain_findings` and :func:`head_findings` are the chain's
+rules; :mod:`.decisions` does the file I/O around them (its docstring describes the format).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Any
+
+from trimtab.slo.health import Level
+
+__all__ = [
+    "CRASH_ARTIFACTS",
+    "GENESIS",
+    "KINDS",
+    "LEVELS",
+    "Action",
+    "Decision",
+    "DecisionWeights",
+    "Finding",
+    "FindingKind",
+    "Link",
+    "VerifyResult",
+    "canonical_json",
+    "chain_findings",
+    "head_findings",
+    "new_id",
+    "parse_line",
+    "record_hash",
+]
+
+KINDS = ("Rollout", "Balance")
+"""The kinds of target a decision is about."""
+LEVELS = frozenset(level.name for level in Level)
+"""The health levels a decision reports (``trimtab.slo.health.Level`` names)."""
+GENESIS = "0" * 64
+"""The ``prevHash`` of the first record."""
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Action(StrEnum):
+    """What a decision does (DESIGN.md section 9; ``resume`` and ``abort`` are manual)."""
+
+    NONE = "none"
+    HOLD = "hold"
+    ADVANCE = "advance"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    DRAIN = "drain"
+    RESTORE = "restore"
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"
+
+
+def new_id(at: datetime, token: str | None = None) -> str:
+    """A decision id for time ``at``; ``token`` (default: 8 random hex digits) makes it unique."""
+    at = _utc(at, "at")
+    token = secrets.token_hex(4) if token is None else token
+    return f"{at:%Y%m%dT%H%M%S}.{at.microsecond // 1000:03d}Z-{token}"
+
+
+def _utc(value: datetime, where: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{where}: a naive datetime; give a timezone (UTC)")
+    return value.astimezone(UTC)
+
+
+def _plain(value: object, where: str) -> Any:
+    """``value`` as plain JSON data; non-finite floats become ``"NaN"``/``"+Inf"``/``"-Inf"``
+    (as Prometheus writes them), enums their value or name, datetimes ISO 8601 in UTC."""
+    if isinstance(value, StrEnum):
+        return str(value.value)
+    if isinstance(value, Enum):
+        return value.name
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+    if isinstance(value, datetime):
+        return _utc(value, where).isoformat()
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError(f"{where}: keys must be strings")
+        return {k: _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    to_json = getattr(value, "to_json", None)
+    if callable(to_json):
+        return _plain(to_json(), where)
+    raise TypeError(f"{where}: {type(value).__name__} is not JSON data")
+
+
+def _weights(value: Mapping[str, int], where: str) -> dict[str, int]:
+    for backend, weight in value.items():
+        if not isinstance(backend, str) or isinstance(weight, bool) or not isinstance(weight, int):
+            raise TypeError(f"{where}: weights map backend names to integer percent")
+        if weight < 0:
+            raise ValueError(f"{where}.{backend}: negative weight {weight}")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class DecisionWeights:
+    """The route's weights: read before deciding, wanted, and applied (``None`` until acted)."""
+
+    current: Mapping[str, int]
+    desired: Mapping[str, int]
+    applied: Mapping[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "current", _weights(self.current, "weights.current"))
+        object.__setattr__(self, "desired", _weights(self.desired, "weights.desired"))
+        if self.applied is not None:
+            object.__setattr__(self, "applied", _weights(self.applied, "weights.applied"))
+
+    def to_json(self) -> dict[str, dict[str, int] | None]:
+        applied = None if self.applied is None else dict(self.applied)
+        return {"current": dict(self.current), "desired": dict(self.desired), "applied": applied}
+
+
+_KEYS = {
+    "id": "id", "at": "at", "target": "target", "kind": "kind", "action": "action",
+    "phase": "phase", "weights": "weights", "health": "health", "reasons": "reasons",
+    "guardrails": "guardrails", "dry_run": "dryRun", "actor": "actor", "trace_id": "traceId",
+    "prev_hash": "prevHash", "hash": "hash",
+}  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """One decision about one target (DESIGN.md section 6). Values are normalised to plain JSON
+    data on construction, so what is logged is exactly what the caller sees."""
+
+    id: str = ""  # empty: a new id from ``at``
+    at: datetime
+    target: str  # "Rollout/checkout"
+    kind: str  # "Rollout" | "Balance"
+    action: Action
+    weights: DecisionWeights
+    health: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # backend → slo → level
+    reasons: Sequence[Mapping[str, Any]] = ()  # slo, backend, level, value, threshold, window…
+    guardrails: Sequence[Mapping[str, Any]] = ()  # name, proposed, bounded, detail
+    dry_run: bool
+    actor: str = "controller"  # or the person behind a manual command
+    trace_id: str | None = None
+    phase: str | None = None  # the Rollout's phase after this decision
+    prev_hash: str | None = None  # filled by DecisionLog.append
+    hash: str | None = None  # filled by DecisionLog.append
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "at", _utc(self.at, "at"))
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
+        if not self.target.startswith(f"{self.kind}/") or self.target == f"{self.kind}/":
+            raise ValueError(f"target: expected '{self.kind}/<name>', got {self.target!r}")
+        set_(self, "action", Action(self.action))
+        set_(self, "id", self.id or new_id(self.at))
+        if not _ID.fullmatch(self.id):
+            raise ValueError(f"id: {self.id!r} is not a decision id")
+        if not self.actor:
+            raise ValueError("actor: required (controller or a person)")
+        health = _plain(self.health, "health")
+        if not isinstance(health, dict):
+            raise TypeError("health: a mapping of backend to {slo: level}")
+        for backend, levels in health.items():
+            if not isinstance(levels, dict) or not set(levels.values()) <= LEVELS:
+                raise ValueError(f"health.{backend}: levels are {', '.join(sorted(LEVELS))}")
+        set_(self, "health", health)
+        for name in ("reasons", "guardrails"):
+            items = tuple(_plain(r, f"{name}[{i}]") for i, r in enumerate(getattr(self, name)))
+            if not all(isinstance(item, dict) for item in items):
+                raise TypeError(f"{name}: each entry is a mapping")
+            set_(self, name, items)
+        for name in ("prev_hash", "hash"):
+            value = getattr(self, name)
+            if value is not None and not _HASH.fullmatch(value):
+                raise ValueError(f"{name}: not a SHA-256 hex digest")
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON data, camelCase (``dryRun``, ``traceId``, ``prevHash``)."""
+        values: dict[str, Any] = {
+            "at": self.at.isoformat(),
+            "action": self.action.value,
+            "weights": self.weights.to_json(),
+            "health": copy.deepcopy(dict(self.health)),
+            "reasons": copy.deepcopy(list(self.reasons)),
+            "guardrails": copy.deepcopy(list(self.guardrails)),
+        }
+        return {key: values.get(attr, getattr(self, attr)) for attr, key in _KEYS.items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | str) -> Decision:
+        """The decision :meth:`to_json` wrote. Unknown keys are an error."""
+        obj = json.loads(data) if isinstance(data, str) else data
+        if not isinstance(obj, Mapping):
+            raise ValueError("a decision is a JSON object")
+        unknown = set(obj) - set(_KEYS.values())
+        if unknown:
+            raise ValueError(f"unknown keys in a decision: {', '.join(sorted(unknown))}")
+        args = {attr: obj[key] for attr, key in _KEYS.items() if key in obj}
+        args["at"] = datetime.fromisoformat(obj["at"])
+        weights = obj["weights"]
+        args["weights"] = DecisionWeights(
+            weights["current"], weights["desired"], weights.get("applied")
+        )
+        return cls(**args)
+
+
+def canonical_json(obj: Mapping[str, Any]) -> bytes:
+    """The one byte form of a record: sorted keys, no spaces, ASCII (``\\u`` escapes, so that
+    no string — not even a lone surrogate — can fail to encode)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+def record_hash(obj: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a record's canonical JSON without its own ``hash``."""
+    return hashlib.sha256(canonical_json({k: v for k, v in obj.items() if k != "hash"})).hexdigest()
+
+
+def parse_line(raw: bytes) -> dict[str, Any] | None:
+    """A log line as a JSON object with a well-formed hash and prevHash, or ``None``."""
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    ok = all(isinstance(obj.get(k), str) and _HASH.fullmatch(obj[k]) for k in ("hash", "prevHash"))
+    return obj if ok else None
+
+
+class FindingKind(StrEnum):
+    """What :meth:`DecisionLog.verify` found. ``TORN`` and ``HEAD_BEHIND`` are crash artifacts."""
+
+    MISSING = "missing"  # no log file
+    UNREADABLE = "unreadable"  # a line is not a record
+    EDITED = "edited"  # a record does not match its own hash
+    DELETED = "deleted"  # a record's predecessor is absent
+    INSERTED = "inserted"  # lines that are not part of the chain
+    REORDERED = "reordered"  # records out of chain order
+    TRUNCATED = "truncated"  # whole records cut from the end (the head counts more)
+    HEAD_MISMATCH = "head-mismatch"  # the head names a hash the log does not have there
+    HEAD_MISSING = "head-missing"  # records but no head: truncation cannot be checked
+    TORN = "torn"  # a final line without its newline: a write interrupted by a crash
+    HEAD_BEHIND = "head-behind"  # the last record written, the head not yet: a crash
+
+
+CRASH_ARTIFACTS = frozenset({FindingKind.TORN, FindingKind.HEAD_BEHIND})
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing :meth:`DecisionLog.verify` found, and where."""
+
+    kind: FindingKind
+    line: int | None  # 1-based line of the log, when one is to blame
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line else self.message
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The verdict on a log: ``ok`` when nothing was found; ``tampered`` when something other
+    than a crash artifact was."""
+
+    path: Path
+    records: int  # complete lines
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    @property
+    def tampered(self) -> bool:
+        return any(f.kind not in CRASH_ARTIFACTS for f in self.findings)
+
+    @property
+    def torn(self) -> bool:
+        return any(f.kind is FindingKind.TORN for f in self.findings)
+
+    def kinds(self) -> set[FindingKind]:
+        return {f.kind for f in self.findings}
+
+
+Link = tuple[str, str] | None  # (hash, prevHash) of a readable line, None for an unreadable one
+
+
+def chain_findings(links: Sequence[Link]) -> list[Finding]:
+    """Name where the chain breaks: a whole chain out of order is one REORDERED finding."""
+    hash_of = {i: lk[0] for i, lk in enumerate(links, 1) if lk}
+    line_of = {h: i for i, h in hash_of.items()}
+    breaks = []
+    for i, lk in enumerate(links, 1):
+        before = GENESIS if i == 1 else hash_of.get(i - 1)
+        if lk and before is not None and lk[1] != before:
+            breaks.append((i, lk[1]))
+    if not breaks:
+        return []
+    successor = {lk[1]: i for i, lk in enumerate(links, 1) if lk}
+    order: list[int] = []
+    current = GENESIS
+    while current in successor and len(order) < len(links):
+        order.append(successor[current])
+        current = hash_of[order[-1]]
+    if len(order) == len(links) == len(set(order)):
+        moved = [line for position, line in enumerate(order, 1) if position != line]
+        names = ", ".join(map(str, sorted(moved)))
+        return [Finding(FindingKind.REORDERED, min(moved), f"lines {names} are out of order")]
+    first = {h: i for i, h in sorted(hash_of.items(), reverse=True)}
+    found = []
+    for i, prev in breaks:
+        j = line_of.get(prev)
+        if first[hash_of[i]] < i:
+            why = f"a copy of line {first[hash_of[i]]}"
+            found.append(Finding(FindingKind.INSERTED, i, why))
+        elif prev == GENESIS:
+            found.append(Finding(FindingKind.REORDERED, i, "claims to be the first record"))
+        elif j is None:
+            why = f"the record before it is missing (deleted, or line {i - 1} edited and re-hashed)"
+            found.append(Finding(FindingKind.DELETED, i, why))
+        elif j >= i:
+            found.append(Finding(FindingKind.REORDERED, i, f"belongs after line {j}"))
+        else:
+            why = f"follows line {j}, not {i - 1}: lines {j + 1}-{i - 1} do not belong there"
+            found.append(Finding(FindingKind.INSERTED, i, why))
+    return found
+
+
+def head_findings(links: Sequence[Link], head: tuple[int, str] | None) -> list[Finding]:
+    """Compare the head file (records, last hash) with the log."""
+    n = len(links)
+    if head is None:
+        return [] if n == 0 else [Finding(FindingKind.HEAD_MISSING, None, "no head file")]
+    count, last = head
+    if count < 0:
+        return [Finding(FindingKind.HEAD_MISMATCH, None, f"unreadable head file: {last}")]
+    if count > n:
+        why = f"the head counts {count} records, the log holds {n}: {count - n} cut from the end"
+        return [Finding(FindingKind.TRUNCATED, None, why)]
+    at_count = GENESIS if count == 0 else (links[count - 1] or ("?", ""))[0]
+    if at_count != last:
+        why = f"the head names a hash that record {count} does not have"
+        return [Finding(FindingKind.HEAD_MISMATCH, count or None, why)]
+    if count == n - 1:
+        why = "written, the head not updated (a crash between the two); the next append fixes it"
+        return [Finding(FindingKind.HEAD_BEHIND, n, why)]
+    if count < n:
+        why = f"{n - count} records after the head: appended by something other than this log"
+        return [Finding(FindingKind.HEAD_MISMATCH, count + 1, why)]
+    return []

@@ -1,0 +1,350 @@
+"""Per-target state that survives a crash: what a reconciler needs to resume without a double step.
+
+One JSON file per target in ``stateDir`` (DESIGN.md section 10). :meth:`StateStore.save` writes a
+temp file in the same directory, fsyncs it, renames it over the old file and fsyncs the
+directory, so after a crash at any point the file holds either the old state or the new one,
+never a mix and never nothing. A corrupt file raises :class:`StateError` naming it: state is
+never silently reset, because a reset Rollout would start again from its first step.
+
+Resuming without a double step: before acting, the reconciler saves an :class:`Intent` (the
+weights, the decision id and the step they reach); after the adapter verifies them, it saves the
+new ``step``/``applied`` and clears the intent. A restart that finds an intent compares it with
+the adapter's actual weights instead of stepping again.
+
+``version`` grows by one on every save; :meth:`StateStore.save` refuses a state whose version is
+not the one on disk (:class:`StateConflict`), so a writer working from a stale read fails loudly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from trimtab.slo.errors import TrimtabError
+
+__all__ = [
+    "PHASES",
+    "Intent",
+    "Override",
+    "StateConflict",
+    "StateError",
+    "StateStore",
+    "TargetState",
+]
+
+PHASES = ("Pending", "Progressing", "Paused", "Promoted", "RolledBack", "Balancing")
+"""Rollout phases, and ``Balancing`` — the one phase of a Balance."""
+
+_KEY = re.compile(r"^(Rollout|Balance)/([a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)$")
+_FILE = re.compile(r"^(Rollout|Balance)\.([a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)\.json$")
+_FORMAT = 1
+
+
+class StateError(TrimtabError):
+    """A state file cannot be read or written; the message names the file."""
+
+
+class StateConflict(StateError):
+    """The state on disk changed since it was read (its ``version`` moved on)."""
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()}: give a timezone (UTC)")
+    return value.astimezone(UTC)
+
+
+def _when(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc(value)
+
+
+def _weights(value: Mapping[str, int], where: str, top: int | None = None) -> dict[str, int]:
+    for backend, weight in value.items():
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise ValueError(f"{where}.{backend}: expected a non-negative integer, got {weight!r}")
+        if top is not None and weight > top:
+            raise ValueError(f"{where}.{backend}: at most {top}, got {weight}")
+    return dict(value)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """Weights about to be applied: saved before acting, cleared once the adapter verified them."""
+
+    weights: Mapping[str, int]
+    """What the adapter is being asked to serve."""
+    decision_id: str
+    """The decision that asked for them (``trimtab explain ID``)."""
+    action: str
+    """The decision's action: whether the move was toward risk (counts for the guardrails)."""
+    at: datetime
+    """When the intent was recorded; verification that takes too long is judged from here."""
+    step: int | None = None
+    """The Rollout step reached once verified (``None`` for a Balance or a step-less move)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", _weights(self.weights, "intent.weights"))
+        object.__setattr__(self, "action", str(self.action))
+        object.__setattr__(self, "at", _utc(self.at))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "weights": dict(self.weights),
+            "decisionId": self.decision_id,
+            "action": self.action,
+            "at": self.at.isoformat(),
+            "step": self.step,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Intent:
+        at = datetime.fromisoformat(data["at"])
+        return cls(data["weights"], data["decisionId"], data["action"], at, data.get("step"))
+
+
+@dataclass(frozen=True)
+class Override:
+    """The last manual command (promote, abort, pause, resume) and who gave it."""
+
+    command: str
+    actor: str
+    at: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "at", _utc(self.at))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"command": self.command, "actor": self.actor, "at": self.at.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Override:
+        return cls(data["command"], data["actor"], datetime.fromisoformat(data["at"]))
+
+
+_DATES = ("last_shift_at", "step_started_at", "no_data_since", "paused_at")
+_CAMEL = {
+    "phase": "phase", "step": "step", "applied": "applied", "intent": "intent",
+    "last_shift_at": "lastShiftAt", "shift_times": "shiftTimes",
+    "step_started_at": "stepStartedAt", "healthy_since": "healthySince",
+    "failures": "failures", "no_data_since": "noDataSince", "paused_at": "pausedAt",
+    "paused_reason": "pausedReason", "drained": "drained",
+    "actor_override": "actorOverride", "version": "version",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """What one Rollout or Balance remembers between cycles and across restarts. Datetimes are
+    timezone-aware (normalised to UTC); mappings are copies, to be treated as read-only."""
+
+    phase: str = "Pending"
+    """One of :data:`PHASES`: the Rollout phase, or ``Balancing``."""
+    step: int = -1
+    """Index of the Rollout step whose weights are applied and verified; -1 before the first."""
+    applied: Mapping[str, int] | None = None
+    """The last weights applied *and verified*; ``None`` until then. Anything else is drift."""
+    intent: Intent | None = None
+    """Weights being applied right now; set before acting, cleared after verifying."""
+    last_shift_at: datetime | None = None
+    """The last move toward risk (``minInterval``)."""
+    shift_times: tuple[datetime, ...] = ()
+    """Moves toward risk in the last hour (``maxShiftsPerHour``); older ones are dropped."""
+    step_started_at: datetime | None = None
+    """When the current step's weights were verified: its ``hold`` counts from here."""
+    healthy_since: Mapping[str, datetime] = field(default_factory=dict)
+    """Per backend, since when it was HEALTHY without a break (hold and ``restoreAfter``)."""
+    failures: int = 0
+    """DEGRADED (or baseline-regression) evaluations counted toward ``failureLimit``."""
+    no_data_since: datetime | None = None
+    """Since when the measurements were UNKNOWN (``noData.rollbackAfter``); ``None`` with data."""
+    paused_at: datetime | None = None
+    """When the target paused; the pause timeout counts from here."""
+    paused_reason: str | None = None
+    """Why it paused: the manual command or the inconclusive analysis."""
+    drained: Mapping[str, int] = field(default_factory=dict)
+    """Balance: percent of each backend's nominal weight drained (0-100)."""
+    actor_override: Override | None = None
+    """The last manual command, kept so the controller does not undo it unannounced."""
+    version: int = 0
+    """Grows by one on every save (0: never saved); optimistic concurrency for the store."""
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.phase not in PHASES:
+            raise ValueError(f"phase: expected one of {', '.join(PHASES)}, got {self.phase!r}")
+        set_(self, "phase", str(self.phase))
+        if self.step < -1 or self.failures < 0 or self.version < 0:
+            raise ValueError("step is at least -1; failures and version are not negative")
+        if self.applied is not None:
+            set_(self, "applied", _weights(self.applied, "applied"))
+        set_(self, "drained", _weights(self.drained, "drained", top=100))
+        for name in _DATES:
+            set_(self, name, _when(getattr(self, name)))
+        set_(self, "shift_times", tuple(sorted(_utc(t) for t in self.shift_times)))
+        set_(self, "healthy_since", {b: _utc(t) for b, t in self.healthy_since.items()})
+
+    @classmethod
+    def initial(cls, target: str) -> TargetState:
+        """The state of a target never seen before: ``Pending``, or ``Balancing`` for a Balance."""
+        return cls(phase="Balancing" if target.startswith("Balance/") else "Pending")
+
+    def with_(self, **changes: Any) -> TargetState:
+        """A copy with ``changes`` (field names), validated like a new state."""
+        return dataclasses.replace(self, **changes)
+
+    def shifts_within(self, now: datetime, window: timedelta = timedelta(hours=1)) -> int:
+        """How many moves toward risk happened in ``window`` before ``now``."""
+        return sum(1 for t in self.shift_times if now - t < window)
+
+    def with_shift(self, at: datetime, window: timedelta = timedelta(hours=1)) -> TargetState:
+        """Record a move toward risk at ``at``, dropping shifts older than ``window``."""
+        kept = tuple(t for t in self.shift_times if at - t < window)
+        return self.with_(last_shift_at=at, shift_times=(*kept, at))
+
+    def to_json(self) -> dict[str, Any]:
+        """The state as JSON data, camelCase keys."""
+        out: dict[str, Any] = {key: getattr(self, attr) for attr, key in _CAMEL.items()}
+        out.update({_CAMEL[name]: _iso(getattr(self, name)) for name in _DATES})
+        out["applied"] = None if self.applied is None else dict(self.applied)
+        out["intent"] = None if self.intent is None else self.intent.to_json()
+        out["shiftTimes"] = [t.isoformat() for t in self.shift_times]
+        out["healthySince"] = {b: t.isoformat() for b, t in self.healthy_since.items()}
+        out["drained"] = dict(self.drained)
+        override = self.actor_override
+        out["actorOverride"] = None if override is None else override.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TargetState:
+        """The state :meth:`to_json` wrote; absent keys take their defaults, unknown keys fail."""
+        unknown = set(data) - set(_CAMEL.values())
+        if unknown:
+            raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
+        args = {attr: data[key] for attr, key in _CAMEL.items() if key in data}
+        args.update({name: _dt(args[name]) for name in _DATES if name in args})
+        if args.get("intent") is not None:
+            args["intent"] = Intent.from_json(args["intent"])
+        if args.get("actor_override") is not None:
+            args["actor_override"] = Override.from_json(args["actor_override"])
+        if "shift_times" in args:
+            args["shift_times"] = tuple(datetime.fromisoformat(t) for t in args["shift_times"])
+        if "healthy_since" in args:
+            since = args["healthy_since"]
+            args["healthy_since"] = {b: datetime.fromisoformat(t) for b, t in since.items()}
+        return cls(**args)
+
+
+class StateStore:
+    """Target states as ``<Kind>.<name>.json`` files in ``directory`` (``stateDir``)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self._lock = threading.Lock()
+
+    def path(self, target: str) -> Path:
+        """The file of ``target`` ("Rollout/checkout"); anything but ``Kind/name`` is refused,
+        so no key can name a file outside the directory."""
+        match = _KEY.fullmatch(target)
+        if match is None:
+            raise ValueError(
+                f"invalid target {target!r}: expected Rollout/<name> or Balance/<name>, "
+                "the name 1-63 lowercase letters, digits and '-'"
+            )
+        return self.directory / f"{match[1]}.{match[2]}.json"
+
+    def load(self, target: str) -> TargetState:
+        """The saved state of ``target``, or :meth:`TargetState.initial` if it has none.
+        Raises :class:`StateError` (naming the file) when the file is unreadable or corrupt."""
+        path = self.path(target)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return TargetState.initial(target)
+        except OSError as e:
+            raise StateError(f"{path}: cannot read the state: {e}") from e
+        try:
+            document = json.loads(raw.decode("utf-8"))
+            if document.get("format") != _FORMAT or document.get("target") != target:
+                raise ValueError(f"not a format-{_FORMAT} state file of {target}")
+            return TargetState.from_json(document["state"])
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise StateError(
+                f"{path}: corrupt state ({e}); trimtab does not reset it by itself: restore the "
+                "file, or move it aside to start this target over"
+            ) from e
+
+    def save(self, target: str, state: TargetState, *, check: bool = True) -> TargetState:
+        """Write ``state`` with its version raised by one, atomically and durably; return it.
+        With ``check`` the version on disk must equal ``state.version`` (:class:`StateConflict`
+        otherwise): the state was loaded, changed and saved by one writer at a time."""
+        path = self.path(target)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with self._lock, self._flock():
+            if check:
+                on_disk = self.load(target).version if path.exists() else 0
+                if on_disk != state.version:
+                    raise StateConflict(
+                        f"{path}: version {on_disk} on disk, but this state was read at "
+                        f"version {state.version}; load it again"
+                    )
+            saved = state.with_(version=state.version + 1)
+            document = {"format": _FORMAT, "target": target, "state": saved.to_json()}
+            data = json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+            tmp = path.with_name(f".{path.name}.tmp")  # one writer at a time: under the flock
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, path)
+                _fsync_dir(self.directory)
+            except OSError as e:
+                raise StateError(f"{path}: cannot save the state: {e}") from e
+            return saved
+
+    def targets(self) -> list[str]:
+        """The targets with a saved state, sorted."""
+        if not self.directory.is_dir():
+            return []
+        found = (_FILE.fullmatch(p.name) for p in self.directory.iterdir())
+        return sorted(f"{m[1]}/{m[2]}" for m in found if m)
+
+    @contextmanager
+    def _flock(self) -> Iterator[None]:
+        """An exclusive ``flock`` on ``.lock``: one saver at a time across processes."""
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
