@@ -108,15 +108,15 @@ def assemble(
     source_error: str | None = None,
 ) -> Measurements:
     """Split the answers back per request and backend."""
-    values: dict[tuple[str, str], dict[str, dict[float, dict[Field, float]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(dict))
-    )
+    # (request key, backend, window) → {"value": …, "events": …}; flat, for speed at 10k targets
+    slots: dict[tuple[tuple[str, str], str, float], dict[Field, float]] = defaultdict(dict)
     errors: dict[tuple[str, str], dict[float, str]] = defaultdict(dict)
     memberships: dict[tuple[int, tuple[tuple[str, str], ...]], Membership] = {}
     for query, answer in answers:
+        window, field = query.window, query.field
         if isinstance(answer, str):
             for member in query.members:
-                errors[member.key][query.window] = answer
+                errors[member.key][window] = answer
             continue
         # Index the members by the exact label values they expect, so splitting a batch of
         # N targets costs O(N + samples), not O(N × samples).
@@ -128,30 +128,36 @@ def assemble(
             belongs = memberships[cached]
             index[belongs.values].append((member, belongs))
         probe = next(iter(index.values()))[0][1]
+        label = query.spec.backend_label  # every member's SLO compiles to this query alike
         for labels, value in answer:
             expected = probe.key(labels)
-            for member, belongs in index.get(expected, []) if expected is not None else []:
-                if not belongs.admits(labels):
+            found = index.get(expected) if expected is not None else None
+            if not found:
+                continue
+            backend = labels.get(label) if label else ""
+            if backend is None:
+                continue
+            for member, belongs in found:
+                if belongs.patterns and not belongs.admits(labels):
                     continue
-                label = member.slo.spec.backend_label
-                backend = labels.get(label) if label else ""
-                if backend is None:
-                    continue
-                slot = values[member.key][backend][query.window]
-                if query.field in slot:
-                    errors[member.key][query.window] = (
+                slot = slots[(member.key, backend, window)]
+                if field in slot:
+                    errors[member.key][window] = (
                         f"the query returned several series for backend {backend!r}; "
                         f"group it by {label!r} and the params' labels"
                     )
-                slot[query.field] = value
-    results = {}
-    for request in requests:
-        backends = {
-            backend: {
-                window: WindowMeasurement(fields.get("value"), fields.get("events"))
-                for window, fields in windows.items()
-            }
-            for backend, windows in values[request.key].items()
-        }
-        results[request.key] = SeriesResult(request, backends, dict(errors[request.key]))
+                slot[field] = value
+    per_request: dict[tuple[str, str], dict[str, dict[float, WindowMeasurement]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )
+    for (key, backend, window), fields in slots.items():
+        per_request[key][backend][window] = WindowMeasurement(
+            fields.get("value"), fields.get("events")
+        )
+    results = {
+        request.key: SeriesResult(
+            request, dict(per_request.get(request.key, {})), dict(errors.get(request.key, {}))
+        )
+        for request in requests
+    }
     return Measurements(results, source_error)

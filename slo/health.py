@@ -29,7 +29,6 @@ from enum import IntEnum
 
 from .durations import format_duration
 from .models import DEFAULT_BUDGET_HEALTH, HealthSpec, LevelThreshold, SLOSpec
-from .presets import resolve
 
 __all__ = [
     "Evidence",
@@ -88,13 +87,13 @@ class Health:
 
 def is_budget_based(spec: SLOSpec) -> bool:
     """True when the SLO is judged by burn rate (error ratio against its objective)."""
-    plain = resolve(spec.indicator)
+    plain = spec.plain
     return plain.quantile is None and plain.gauge is None
 
 
 def counts_events(spec: SLOSpec) -> bool:
     """True when trimtab knows the request count, so ``minEvents`` applies."""
-    plain = resolve(spec.indicator)
+    plain = spec.plain
     return any(k is not None for k in (plain.error_ratio, plain.latency, plain.quantile))
 
 

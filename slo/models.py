@@ -9,6 +9,7 @@ YAML keys are camelCase; Python attributes are snake_case.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
@@ -255,6 +256,13 @@ class SLOSpec(Model):
     min_events: int = Field(default=50, ge=0)
     labels: dict[LabelName, str] = Field(default_factory=dict)
     alerting: Alerting = Field(default_factory=Alerting)
+
+    @cached_property
+    def plain(self) -> Indicator:
+        """The indicator with any preset expanded (computed once: cycles ask it per backend)."""
+        from .presets import resolve  # presets builds on this module
+
+        return resolve(self.indicator)
 
 
 class SLO(Model):

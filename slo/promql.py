@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Literal, cast
 
 from .durations import format_duration
@@ -408,7 +408,7 @@ class Membership:
         found = tuple(labels.get(label) for label, _ in self.exact)
         return None if None in found else cast(tuple[str, ...], found)
 
-    @property
+    @cached_property
     def values(self) -> tuple[str, ...]:
         return tuple(value for _, value in self.exact)
 
