@@ -255,6 +255,265 @@ def _print_report(report: dict[str, Any]) -> None:
         err.print(f"[bold red]metric source down:[/] {escape(report['source']['error'])}")
 
 
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Decide and record, but never change the weights.")
+]
+
+
+def _source_for(config: Config, prometheus: str | None) -> Any:
+    from pydantic import ValidationError
+
+    from .sources import build_source
+
+    try:
+        source = build_source(config, prometheus)
+    except ValidationError as error:
+        err.print(f"invalid --prometheus URL {prometheus!r}: {error.errors()[0]['msg']}")
+        raise typer.Exit(2) from None
+    except ValueError as error:
+        err.print(f"metric source: {escape(str(error))}")
+        raise typer.Exit(1) from None
+    if source is None:
+        err.print(
+            "no metric source: give --prometheus URL, or a Controller with "
+            "metrics.prometheus or metrics.scrape"
+        )
+        raise typer.Exit(2)
+    return source
+
+
+def _wired(
+    config: Config, prometheus: str | None, state_dir: Path | None, dry_run: bool, actor: str
+) -> Any:
+    from .wiring import AdapterUnavailable, wire
+    from .wiring import state_dir as directory_of
+
+    try:
+        return wire(
+            config,
+            _source_for(config, prometheus),
+            directory=directory_of(config, state_dir),
+            dry_run=dry_run or (config.controller is not None and config.controller.spec.dry_run),
+            actor=actor,
+        )
+    except AdapterUnavailable as error:
+        err.print(escape(str(error)))
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def run(
+    files: Files = [],  # noqa: B006
+    dry_run: DryRun = False,
+    once: Annotated[bool, typer.Option("--once", help="One cycle, then exit.")] = False,
+    prometheus: PrometheusURL = None,
+    state_dir: StateDir = None,
+    warmup: Warmup = 10.0,
+    output: OutputFormat = Output.text,
+) -> None:
+    """The control loop: measure, judge, decide, record and act, every analysis interval."""
+    from .leader import FileLeaderLock
+    from .sources import collecting
+
+    config = _load(files)
+    wiring = _wired(config, prometheus, state_dir, dry_run, "controller")
+    if not wiring.targets:
+        err.print("no Rollout or Balance to run")
+        raise typer.Exit(1)
+    directory = wiring.states.directory
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = FileLeaderLock(directory / "leader.lock")
+    if not lock.try_acquire():
+        err.print(f"another controller leads ({lock.holder()}); standing by")
+        raise typer.Exit(1)
+    source = wiring.reconciler.config.source
+    try:
+        with collecting(source, warmup):
+            if once:
+                decisions = wiring.reconciler.cycle(wiring.targets, datetime.now(UTC))
+                _print_decisions([d.to_json() for d in decisions], output)
+                return
+            _loop(wiring, config)
+    finally:
+        lock.release()
+
+
+def _loop(wiring: Any, config: Config) -> None:
+    """Cycles every analysis interval (the shortest of the targets') until interrupted."""
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    intervals = [r.spec.analysis.interval for r in config.rollouts.values()] or [30.0]
+    scheduler = BlockingScheduler(timezone=UTC)
+
+    def cycle() -> None:
+        for decision in wiring.reconciler.cycle(wiring.targets, datetime.now(UTC)):
+            if decision.action not in ("none", "hold"):
+                out.print(_one_line(decision.to_json()))
+
+    scheduler.add_job(
+        cycle, "interval", seconds=min(intervals), max_instances=1, coalesce=True,
+        next_run_time=datetime.now(UTC),
+    )  # fmt: skip
+    err.print(f"running {len(wiring.targets)} targets every {min(intervals):g}s; Ctrl-C stops")
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        scheduler.shutdown(wait=False)
+
+
+def _one_line(d: dict[str, Any]) -> str:
+    weights = d["weights"]
+    return (
+        f"{d['at']}  {d['target']:<28} {d['action']:<9} {weights['current']} → "
+        f"{weights['desired']}  {escape(_first_message(d))}  [dim]{d['id']}[/]"
+    )
+
+
+def _first_message(d: dict[str, Any]) -> str:
+    messages = [str(r["message"]) for r in d.get("reasons", []) if r.get("message")]
+    return messages[-1] if messages else ""
+
+
+def _print_decisions(decisions: list[dict[str, Any]], output: Output) -> None:
+    if output is Output.json:
+        sys.stdout.write(json.dumps(decisions, indent=2) + "\n")
+        return
+    for d in decisions:
+        out.print(_one_line(d))
+
+
+def _log(config_dir: Path | None, files: Sequence[Path]) -> Any:
+    from .decisions import DecisionLog
+    from .wiring import state_dir as directory_of
+
+    config = _load(files) if files else Config()
+    return DecisionLog(directory_of(config, config_dir) / "decisions.jsonl")
+
+
+@app.command()
+def history(
+    files: Files = [],  # noqa: B006
+    state_dir: StateDir = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Check the hash chain.")] = False,
+    target: Annotated[str | None, typer.Option(help="Only this target (Kind/name).")] = None,
+    output: OutputFormat = Output.text,
+) -> None:
+    """What trimtab decided, oldest first; --verify detects edits and truncation."""
+    log = _log(state_dir, files)
+    if verify:
+        result = log.verify()
+        for finding in result.findings:
+            err.print(escape(str(finding)))
+        if not result.ok:
+            raise typer.Exit(1)
+        out.print(f"verified: {result.records} records, chain intact")
+        return
+    decisions = [d.to_json() for d in log.records() if target in (None, d.target)]
+    _print_decisions(decisions, output)
+
+
+@app.command()
+def explain(
+    decision_id: Annotated[str, typer.Argument(metavar="ID")],
+    files: Files = [],  # noqa: B006
+    state_dir: StateDir = None,
+    output: OutputFormat = Output.text,
+) -> None:
+    """One decision with everything behind it: health, values, thresholds, guardrails."""
+    decision = _log(state_dir, files).find(decision_id)
+    if decision is None:
+        err.print(f"no decision {decision_id!r}")
+        raise typer.Exit(1)
+    d = decision.to_json()
+    if output is Output.json:
+        sys.stdout.write(json.dumps(d, indent=2) + "\n")
+        return
+    out.print(f"[bold]{d['id']}[/]  {d['at']}  {d['target']}  [bold]{d['action']}[/]")
+    out.print(f"by {d['actor']}{'  (dry run)' if d['dryRun'] else ''}; phase {d['phase']}")
+    out.print(f"weights {d['weights']['current']} → {d['weights']['desired']}")
+    for backend, slos in d["health"].items():
+        levels = ", ".join(f"{slo} [{_LEVEL_STYLE[lv]}]{lv}[/]" for slo, lv in slos.items())
+        out.print(f"  {backend}: {levels}")
+    for reason in d["reasons"]:
+        detail = "".join(
+            f" {k}={reason[k]}" for k in ("slo", "backend", "value", "threshold", "window")
+            if reason.get(k) is not None
+        )  # fmt: skip
+        out.print(f"  - {escape(str(reason.get('message', '')))}{escape(detail)}")
+    for note in d["guardrails"]:
+        out.print(f"  guardrail {note['name']}: {escape(str(note['detail']))}")
+
+
+@app.command()
+def status(
+    files: Files = [],  # noqa: B006
+    state_dir: StateDir = None,
+    output: OutputFormat = Output.text,
+) -> None:
+    """Every target's phase, step and weights, as the controller last saw them."""
+    from .state import StateStore
+    from .wiring import state_dir as directory_of
+
+    config = _load(files) if files else Config()
+    store = StateStore(directory_of(config, state_dir))
+    rows = [{"target": key, **store.load(key).to_json()} for key in store.targets()]
+    if output is Output.json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table("target", "phase", "step", "applied", "pending")
+    for row in rows:
+        pending = row["intent"]["weights"] if row["intent"] else "-"
+        table.add_row(
+            row["target"], row["phase"], str(row["step"]), str(row["applied"]), str(pending)
+        )
+    out.print(table)
+
+
+def _override(command: str, name: str, files: Sequence[Path], state_dir: Path | None) -> None:
+    import getpass
+
+    config = _load(files)
+    wiring = _wired(config, None, state_dir, False, getpass.getuser())
+    key = name if "/" in name else f"Rollout/{name}"
+    target = next((t for t in wiring.targets if t.key == key), None)
+    if target is None:
+        err.print(f"no target {key!r} in the configuration")
+        raise typer.Exit(1)
+    try:
+        decision = wiring.reconciler.override(target, command, getpass.getuser(), datetime.now(UTC))
+    except ValueError as error:
+        err.print(escape(str(error)))
+        raise typer.Exit(1) from None
+    out.print(_one_line(decision.to_json()))
+
+
+Name = Annotated[str, typer.Argument(help="A Rollout's name, or Kind/name.")]
+
+
+@app.command()
+def promote(name: Name, files: Files = [], state_dir: StateDir = None) -> None:  # noqa: B006
+    """Send all traffic to the canary now (recorded with your name)."""
+    _override("promote", name, files, state_dir)
+
+
+@app.command()
+def abort(name: Name, files: Files = [], state_dir: StateDir = None) -> None:  # noqa: B006
+    """Roll the canary back now (recorded with your name)."""
+    _override("abort", name, files, state_dir)
+
+
+@app.command()
+def pause(name: Name, files: Files = [], state_dir: StateDir = None) -> None:  # noqa: B006
+    """Hold a rollout where it is (it rolls back after analysis.pauseTimeout)."""
+    _override("pause", name, files, state_dir)
+
+
+@app.command()
+def resume(name: Name, files: Files = [], state_dir: StateDir = None) -> None:  # noqa: B006
+    """Resume a paused rollout, or accept a person's weights after a drift hold."""
+    _override("resume", name, files, state_dir)
+
+
 def _why(reason: dict[str, Any], source_error: str | None) -> str:
     """A short cell for a verdict without a comparison (UNKNOWN)."""
     if source_error is not None and reason.get("error") == source_error:

@@ -6,15 +6,18 @@ nothing here reads a clock, a file or the network. The rules, in the order they 
 1. A finished rollout stays finished: ``RolledBack`` keeps the canary at 0 and ``Promoted`` at
    100 until a person acts. ``Paused`` holds, and rolls back when ``analysis.pauseTimeout``
    passes — every waiting phase has a timeout.
-2. UNAVAILABLE on the canary, for any SLO, rolls back in the same cycle, whatever the guardrails
-   say about raising — unless the stable is just as unavailable for that SLO: then the fault is
-   shared (a dependency, not the canary) and the rollout holds.
-3. DEGRADED on the canary (worse than the stable), or a significant regression against the
-   stable (the baseline test), counts toward ``failureLimit``; one more than the limit rolls back.
-4. UNKNOWN holds (no data is not good news) and rolls back once it lasted
+2. A significant regression against the stable (the baseline test, anytime-valid at its
+   ``alpha``) rolls back in the same cycle: the evidence is already strong.
+3. UNAVAILABLE on the canary, for any SLO, rolls back in the same cycle, whatever the guardrails
+   say about raising — unless the stable is unhealthy for that SLO too and the baseline finds
+   no regression: then the fault is shared (a dependency, not the canary) and the rollout holds.
+4. DEGRADED on the canary counts toward ``failureLimit``; one more than the limit rolls back.
+5. UNKNOWN holds (no data is not good news) and rolls back once it lasted
    ``noData.rollbackAfter``; with ``noData.hold: false`` it counts as a failure instead.
-5. Otherwise the canary is HEALTHY on every SLO: after the step's ``hold`` of continuous health
+6. Otherwise the canary is HEALTHY on every SLO: after the step's ``hold`` of continuous health
    it advances to the next step; reaching 100 promotes. Guardrails bound the advance.
+7. A step that has not moved on within ``analysis.stepTimeout`` (health coming and going, data
+   appearing and vanishing) rolls back as inconclusive: every waiting phase has a timeout.
 """
 
 from __future__ import annotations
@@ -90,7 +93,11 @@ def _hold(current: Mapping[str, int], memory: RolloutMemory, *why: str) -> Propo
 def _verdicts(
     spec: RolloutSpec, health: Mapping[str, Mapping[str, Health]]
 ) -> tuple[list[str], list[str], list[str], list[str]]:
-    """(unavailable, degraded, unknown, shared) SLO messages for the canary."""
+    """(unavailable, degraded, unknown, shared) SLO messages for the canary.
+
+    Called once the baseline found no regression: a canary unhealthy where the stable is
+    unhealthy too is then a shared fault.
+    """
     unavailable, degraded, unknown, shared = [], [], [], []
     canary = health.get(spec.canary, {})
     stable = health.get(spec.stable, {})
@@ -98,9 +105,11 @@ def _verdicts(
         base = stable.get(slo)
         base_level = base.level if base is not None else Level.UNKNOWN
         text = f"{slo}: canary {verdict.level.name} ({verdict.reason})"
-        if verdict.level in (Level.UNAVAILABLE, Level.DEGRADED) and base_level >= verdict.level:
+        bad = (Level.UNAVAILABLE, Level.DEGRADED)
+        if verdict.level in bad and base_level in bad:
             shared.append(
-                f"{text}; stable is {base_level.name} too: a shared fault, not the canary"
+                f"{text}; stable is {base_level.name} too and the baseline finds no regression: "
+                "a shared fault, not the canary"
             )
         elif verdict.level is Level.UNAVAILABLE:
             unavailable.append(text)
@@ -139,13 +148,17 @@ def decide(
         started = replace(memory, phase=Phase.PROGRESSING, step=-1, step_started_at=now)
         return _advance(spec, started, current, now, "rollout started")
 
+    if baseline is not None and baseline.verdict is Verdict.REGRESSION:
+        return _rollback(spec, memory, now, f"baseline: {baseline.reason}")
+    in_step = (now - (memory.step_started_at or now)).total_seconds()
+    if in_step >= spec.analysis.step_timeout:
+        why = f"no conclusion within stepTimeout {format_duration(spec.analysis.step_timeout)}"
+        return _rollback(spec, memory, now, why)
     unavailable, degraded, unknown, shared = _verdicts(spec, health)
     if unavailable:
         return _rollback(spec, memory, now, "UNAVAILABLE: " + "; ".join(unavailable))
 
     failed = list(degraded)
-    if baseline is not None and baseline.verdict is Verdict.REGRESSION:
-        failed.append(f"baseline: {baseline.reason}")
     if unknown and not spec.analysis.no_data.hold:
         failed.extend(unknown)
     if failed:
@@ -211,7 +224,7 @@ def _advance(
     moved = replace(
         memory,
         step=following if reached else memory.step,
-        step_started_at=now if reached else memory.step_started_at,
+        step_started_at=now,  # counts since the last shift: a new split is a new test
         failures=0 if reached else memory.failures,
         healthy_since=None,
         last_shift_at=now,

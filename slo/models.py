@@ -300,6 +300,9 @@ class Analysis(Model):
     pause_timeout: PositiveDuration = Field(
         default=3600.0, description="a Paused rollout rolls back after this long"
     )
+    step_timeout: PositiveDuration = Field(
+        default=3600.0, description="a step that has not moved on after this long rolls back"
+    )
 
 
 class RolloutGuardrails(Model):

@@ -1,0 +1,289 @@
+"""The ``file`` traffic adapter: weights as a small JSON file, for GitOps pipelines and tools.
+
+:class:`FileAdapter` implements :class:`~trimtab.slo.ports.TrafficAdapter` over one file it owns
+(``route: {file: {path: weights.json}}``)::
+
+    {
+      "v1": 95,
+      "v2": 5
+    }
+
+What a caller may rely on:
+
+- **Stable text.** Keys sorted, two-space indent, one backend per line, a trailing newline: the
+  same weights always give the same bytes, so a GitOps diff shows exactly the weights that
+  moved. Setting the weights the file already holds writes nothing (no spurious change events
+  for watchers or commits).
+- **Atomic replacement.** The new text goes to a temporary file in the same directory, is
+  flushed and fsync'd, renamed over the path (``os.replace``) and the directory is fsync'd: a
+  reader sees the old file or the new one, never a partial one, and a crash leaves one of the
+  two. The file keeps its permission bits; a new one gets ``0644`` less the umask.
+- **Validation first.** :meth:`FileAdapter.set_weights` raises
+  :class:`~trimtab.slo.traffic.WeightsError` for weights that are not integer percents summing
+  to 100 over exactly the route's backends, and then nothing is written.
+- **A file a person broke is reported, not repaired.** Invalid JSON, a value that is not an
+  integer percent, a missing or unknown backend, a symlink or something other than a regular
+  file at the path: :meth:`~FileAdapter.get_weights` and :meth:`~FileAdapter.verify` raise
+  :class:`~trimtab.slo.traffic.PermanentTrafficError` naming the path, and the controller holds
+  and alerts. trimtab overwrites the file only when it next sets weights.
+- **A missing file.** Before the first write there are no weights. With ``initial`` weights,
+  :meth:`~FileAdapter.get_weights` writes them (the route's starting point, so a tool reading
+  the file has weights even while the controller holds at nominal) and returns them; with
+  ``create=False`` it returns them without writing (dry runs change nothing). Without
+  ``initial`` it raises :class:`~trimtab.slo.traffic.PermanentTrafficError`: a person must say
+  where traffic starts. :meth:`~FileAdapter.verify` never writes: a missing file is PENDING.
+- **Errors by cause.** Permission, read-only file system, a missing directory and the like are
+  :class:`~trimtab.slo.traffic.PermanentTrafficError`; other OS errors (disk full, I/O errors,
+  interrupted calls) are :class:`~trimtab.slo.traffic.TransientTrafficError`.
+
+Verification is the file itself: VERIFIED when it holds exactly the weights, PENDING otherwise
+(a person changed it since, or it does not exist yet). Whatever reads the file applies it on its
+own schedule; that is outside what this adapter can see.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import stat
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from trimtab.slo.names import check_backend
+from trimtab.slo.ports import Verification, Weights
+from trimtab.slo.routes import FileRoute
+from trimtab.slo.traffic import (
+    PermanentTrafficError,
+    TransientTrafficError,
+    WeightsError,
+    validate_weights,
+)
+
+__all__ = ["FileAdapter", "render"]
+
+MAX_BYTES = 64 * 1024  # far more than any route's weights; a bigger file is not ours
+_NEW_FILE_MODE = 0o644
+_PERMANENT = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EXDEV,
+        errno.ENXIO,
+    }
+)
+
+
+def render(weights: Mapping[str, int]) -> str:
+    """The file's text for ``weights``: sorted keys, one per line, trailing newline."""
+    return json.dumps(dict(weights), sort_keys=True, indent=2) + "\n"
+
+
+class _Missing(Exception):
+    """The file does not exist (yet)."""
+
+
+class FileAdapter:
+    """A :class:`~trimtab.slo.ports.TrafficAdapter` writing ``{backend: weight}`` JSON to a file.
+
+    ``backends`` are the route's backends (a Rollout's stable and canary, a Balance's pool);
+    ``initial`` the weights a missing file starts from (see the module docstring), validated
+    here: a ``WeightsError`` (``ValueError``) at construction, like invalid ``backends``.
+    Nothing touches the file system until the first call. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        route: FileRoute,
+        backends: Sequence[str],
+        *,
+        initial: Weights | None = None,
+        create: bool = True,
+    ) -> None:
+        names = list(backends)
+        if not names:
+            raise ValueError("the file adapter needs at least one backend")
+        if len(set(names)) != len(names):
+            raise ValueError(f"backends must be distinct, not {names}")
+        for name in names:
+            check_backend(name)
+        self.path = Path(route.path)
+        self.backends: tuple[str, ...] = tuple(names)
+        self.initial = validate_weights(initial, names) if initial is not None else None
+        self.create = create
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"FileAdapter({str(self.path)!r}, backends={list(self.backends)!r})"
+
+    # ------------------------------------------------------------------------------- the port
+
+    def get_weights(self) -> Weights:
+        """The weights the file holds (or ``initial`` when it does not exist yet)."""
+        with self._lock:
+            try:
+                return self._read()
+            except _Missing:
+                if self.initial is None:
+                    raise PermanentTrafficError(
+                        f"{self.path}: the weights file does not exist, and no initial weights "
+                        "were given: create it with the weights traffic starts from"
+                    ) from None
+                if self.create:
+                    self._write(render(self.initial))
+                return dict(self.initial)
+
+    def set_weights(self, weights: Weights) -> None:
+        """Replace the file's weights atomically; write nothing if they are invalid or unchanged."""
+        text = render(validate_weights(weights, self.backends))
+        with self._lock:
+            try:
+                if self._read_text() == text:
+                    return
+            except (_Missing, PermanentTrafficError):
+                pass  # absent, or broken by hand: replacing it is what was asked
+            self._write(text)
+
+    def verify(self, weights: Weights) -> Verification:
+        """VERIFIED when the file holds exactly ``weights``; PENDING otherwise (or if missing)."""
+        wanted = validate_weights(weights, self.backends)
+        with self._lock:
+            try:
+                held = self._read()
+            except _Missing:
+                return Verification.PENDING
+        return Verification.VERIFIED if held == wanted else Verification.PENDING
+
+    # ------------------------------------------------------------------------------ internals
+
+    def _read(self) -> dict[str, int]:
+        text = self._read_text()
+        try:
+            data = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
+        except ValueError as exc:
+            raise PermanentTrafficError(
+                f"{self.path}: not valid weights JSON ({exc}); trimtab replaces it at the next "
+                "change of weights"
+            ) from None
+        if not isinstance(data, dict):
+            raise PermanentTrafficError(
+                f"{self.path}: expected a JSON object of backend to percent, not "
+                f"{type(data).__name__}"
+            )
+        try:
+            return validate_weights(data, self.backends)
+        except WeightsError as exc:
+            raise PermanentTrafficError(f"{self.path}: {exc}") from None
+
+    def _read_text(self) -> str:
+        """The file's text; refuses symlinks, non-regular files and oversized files."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags)
+        except FileNotFoundError:
+            raise _Missing from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or self.path.is_symlink():
+                raise PermanentTrafficError(
+                    f"{self.path}: is a symbolic link; the file adapter writes only a regular "
+                    "file it owns"
+                ) from None
+            self._fail("cannot read", exc)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise PermanentTrafficError(f"{self.path}: is not a regular file")
+            with os.fdopen(fd, "rb", closefd=False) as stream:
+                raw = stream.read(MAX_BYTES + 1)
+        except OSError as exc:
+            self._fail("cannot read", exc)
+        finally:
+            os.close(fd)
+        if len(raw) > MAX_BYTES:
+            raise PermanentTrafficError(
+                f"{self.path}: larger than {MAX_BYTES} bytes; not a weights file"
+            )
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PermanentTrafficError(f"{self.path}: not UTF-8 text") from None
+
+    def _write(self, text: str) -> None:
+        directory = self.path.parent
+        if not directory.is_dir():
+            raise PermanentTrafficError(
+                f"{self.path}: the directory {directory} does not exist; the file adapter "
+                "creates the file, not its directory"
+            )
+        if self.path.is_symlink():
+            raise PermanentTrafficError(
+                f"{self.path}: is a symbolic link; the file adapter writes only a regular file "
+                "it owns"
+            )
+        try:
+            mode: int | None = stat.S_IMODE(os.stat(self.path).st_mode)
+        except FileNotFoundError:
+            mode = None
+        except OSError as exc:
+            self._fail("cannot write", exc)
+        temp = directory / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(temp, flags, _NEW_FILE_MODE)
+        except OSError as exc:
+            self._fail("cannot write", exc)
+        try:
+            try:
+                with os.fdopen(fd, "wb") as stream:
+                    stream.write(text.encode("utf-8"))
+                    stream.flush()
+                    if mode is not None:
+                        os.fchmod(stream.fileno(), mode)
+                    os.fsync(stream.fileno())
+                os.replace(temp, self.path)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            _fsync_directory(directory)
+        except OSError as exc:
+            self._fail("cannot write", exc)
+
+    def _fail(self, doing: str, exc: OSError) -> NoReturn:
+        reason = exc.strerror or type(exc).__name__
+        where = exc.filename if isinstance(exc.filename, str) else str(self.path)
+        message = f"{self.path}: {doing} the weights file: {reason}"
+        if where != str(self.path):
+            message += f" ({where})"
+        if exc.errno in _PERMANENT:
+            raise PermanentTrafficError(message) from exc
+        raise TransientTrafficError(message) from exc
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable: fsync the directory that holds the entry."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    repeated = sorted(key for key, count in Counter(k for k, _ in pairs).items() if count > 1)
+    if repeated:
+        raise ValueError(f"backend {repeated[0]!r} appears more than once")
+    return dict(pairs)
+
+
+def _no_constants(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a weight")

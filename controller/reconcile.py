@@ -1,0 +1,429 @@
+"""The reconcile cycle (DESIGN.md section 5): observe, verify, measure, judge, decide, record,
+act, verify.
+
+Every collaborator is injected through one :class:`ReconcilerConfig`; the clock is the ``now``
+argument. The cycle never raises for the outside world's failures: a source outage is UNKNOWN
+(weights hold), an adapter error holds and is recorded, a permanent adapter error leaves traffic
+as it was.
+
+Crash safety: the decision is recorded and the target's state saved with an *intent* (the
+weights about to be applied) before the adapter is called. A restart that finds an intent
+re-applies the same weights (idempotent) and verifies them; it never steps again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from trimtab.slo.baseline import BaselineResult, BaselineSettings, compare
+from trimtab.slo.durations import format_duration
+from trimtab.slo.health import Health, counts_events, health_windows, is_budget_based
+from trimtab.slo.models import Balance, Rollout
+from trimtab.slo.ports import Measurements, MetricSource, TrafficAdapter, Verification
+from trimtab.slo.traffic import TrafficError, TransientTrafficError
+
+from . import balance, rollout
+from .decisions import DecisionLog
+from .guardrails import HOUR
+from .record import Action, Decision, DecisionWeights
+from .rollout import Phase
+from .state import Intent, Override, StateStore, TargetState
+from .targets import Target, requests_for
+
+__all__ = ["Reconciler", "ReconcilerConfig"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReconcilerConfig:
+    """Everything a cycle talks to (one object, not nine arguments)."""
+
+    source: MetricSource
+    adapters: Mapping[str, TrafficAdapter]  # by target key ("Rollout/checkout")
+    states: StateStore
+    log: DecisionLog
+    specs: Mapping[str, Rollout | Balance]  # by target key
+    baseline: BaselineSettings = field(default_factory=BaselineSettings)
+    dry_run: bool = False
+    actor: str = "controller"
+    attempts: int = 3  # tries of a transient adapter failure
+    backoff: float = 0.2  # seconds before the second try; doubles after
+    sleep: Callable[[float], None] = time.sleep
+
+
+class Reconciler:
+    """Runs cycles over targets with the collaborators of a :class:`ReconcilerConfig`."""
+
+    def __init__(self, config: ReconcilerConfig) -> None:
+        self.config = config
+
+    def cycle(self, targets: Sequence[Target], now: datetime) -> list[Decision]:
+        """One measurement batch for every target, then one decision per target."""
+        measurements = self.config.source.query([r for t in targets for r in requests_for(t)], now)
+        return [self.reconcile(target, measurements, now) for target in targets]
+
+    def reconcile(self, target: Target, measurements: Measurements, now: datetime) -> Decision:
+        """One target's cycle; returns its decision (recorded when it says something new)."""
+        config = self.config
+        states = config.states
+        state = states.load(target.key)
+        adapter = config.adapters[target.key]
+        dry_run = config.dry_run or target.dry_run
+
+        # 1. Observe
+        try:
+            actual = dict(adapter.get_weights())
+        except TrafficError as error:
+            return self._hold(target, state, {}, now, f"cannot read the weights: {error}")
+        if dry_run and state.applied is not None:
+            actual = dict(state.applied)  # dry-run: judge from the weights it would have set
+
+        # 2. Verify the last change before measuring: measuring too early measures old weights
+        if state.intent is not None and not dry_run:
+            settled = self._settle(target, state, adapter, actual)
+            if settled is None:
+                return self._hold(target, state, actual, now, "waiting for the proxy to apply")
+            state = settled
+            actual = dict(state.applied or actual)
+        if state.applied is None:
+            state = state.with_(applied=actual)
+        elif actual != dict(state.applied) and not dry_run:
+            return self._hold(
+                target,
+                state,
+                actual,
+                now,
+                f"drift: the route serves {actual}, not the {dict(state.applied)} trimtab "
+                "applied; a person may be intervening. Holding until `trimtab resume`.",
+            )
+
+        # 3-4. Measure (one batch for every target, done by cycle()) and judge
+        health = {
+            b: {r.slo.metadata.name: measurements[r].health(b) for r in requests_for(target)}
+            for b in target.backends
+        }
+
+        # 5. Decide
+        spec = config.specs[target.key]
+        if isinstance(spec, Rollout):
+            memory = _rollout_memory(state, spec)
+            baseline = (
+                self._baseline(target, spec, measurements, memory, now)
+                if spec.spec.analysis.baseline
+                else None
+            )
+            proposal = rollout.decide(spec.spec, memory, health, baseline, actual, now)
+            action, desired = proposal.action, proposal.desired
+            reasons, notes = proposal.reasons, proposal.guardrails
+            proposed = _with_rollout_memory(state, proposal.memory, spec, now)
+        else:
+            balanced = balance.decide(spec.spec, _balance_memory(state), health, actual, now)
+            action, desired = balanced.action, balanced.desired
+            reasons, notes = balanced.reasons, balanced.guardrails
+            proposed = _with_balance_memory(state, balanced.memory, now)
+
+        # 6. Record, before acting
+        moving = desired != actual
+        decision = self._record(
+            Decision(
+                at=now,
+                target=target.key,
+                kind=target.kind,
+                action=Action(action),
+                weights=DecisionWeights(actual, desired, None if moving else actual),
+                health={
+                    b: {slo: h.level.name for slo, h in per.items()} for b, per in health.items()
+                },
+                reasons=[*_reason_rows(health), *({"message": r} for r in reasons)],
+                guardrails=[n.to_json() for n in notes],
+                dry_run=dry_run,
+                actor=config.actor,
+                phase=proposed.phase,
+            )
+        )
+
+        # 7-8. Act and verify
+        if not moving:
+            states.save(target.key, proposed)
+            return decision
+        if dry_run:
+            states.save(target.key, proposed.with_(applied=desired))
+            return decision
+        intent = Intent(desired, decision.id, action, now)
+        pending = states.save(target.key, proposed.with_(intent=intent))
+        try:
+            self._apply(adapter, desired)
+        except TrafficError as error:
+            states.save(target.key, state.with_(version=pending.version))  # nothing happened
+            return self._hold(
+                target,
+                state,
+                actual,
+                now,
+                f"the adapter refused {desired}: {error}; traffic left as it was",
+            )
+        self._settle(target, pending, adapter, desired)
+        return decision
+
+    def override(self, target: Target, command: str, actor: str, now: datetime) -> Decision:
+        """A person's command: ``pause``, ``resume``, ``abort`` (roll back now) or ``promote``.
+
+        Recorded with the person as the actor. ``resume`` also accepts the weights the route
+        serves now as applied, ending a drift hold: trimtab never fights a person, so it waits
+        for one to say the route is theirs again.
+        """
+        states = self.config.states
+        state = states.load(target.key)
+        adapter = self.config.adapters[target.key]
+        spec = self.config.specs[target.key]
+        actual = dict(adapter.get_weights())
+        mark = Override(command, actor, now)
+        changes: dict[str, object] = {"actor_override": mark}
+        desired = actual
+        if command == "pause":
+            if state.phase not in (Phase.PENDING, Phase.PROGRESSING):
+                raise ValueError(f"{target.key} is {state.phase}: only a running rollout pauses")
+            changes.update(
+                phase=Phase.PAUSED.value, paused_at=now, paused_reason=f"paused by {actor}"
+            )
+        elif command == "resume":
+            if state.phase == Phase.PAUSED:
+                running = Phase.PROGRESSING if state.step >= 0 else Phase.PENDING
+                changes.update(phase=running.value, paused_at=None, paused_reason=None)
+            changes.update(applied=actual, intent=None, healthy_since={}, no_data_since=None)
+        elif command in ("abort", "promote"):
+            if not isinstance(spec, Rollout):
+                raise ValueError(f"{command} applies to a Rollout, not {target.key}")
+            if command == "abort":
+                desired = rollout.weights_at(spec.spec, 0)
+                changes.update(phase=Phase.ROLLED_BACK.value)
+            else:
+                desired = rollout.weights_at(spec.spec, 100)
+                changes.update(phase=Phase.PROMOTED.value, step=len(spec.spec.steps) - 1)
+        else:
+            raise ValueError(f"unknown command {command!r}")
+        decision = self.config.log.append(
+            Decision(
+                at=now,
+                target=target.key,
+                kind=target.kind,
+                action=Action(command),
+                weights=DecisionWeights(actual, desired, None if desired != actual else actual),
+                reasons=[{"message": f"{command} by {actor}"}],
+                dry_run=self.config.dry_run,
+                actor=actor,
+                phase=str(changes.get("phase", state.phase)),
+            )
+        )
+        state = states.save(target.key, state.with_(**changes))
+        if desired != actual and not self.config.dry_run:
+            pending = states.save(
+                target.key, state.with_(intent=Intent(desired, decision.id, command, now))
+            )
+            self._apply(adapter, desired)
+            self._settle(target, pending, adapter, desired)
+        return decision
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _apply(self, adapter: TrafficAdapter, weights: Mapping[str, int]) -> None:
+        """Set ``weights``, retrying transient failures with exponential backoff."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.config.attempts),
+            wait=wait_exponential(multiplier=self.config.backoff),
+            retry=retry_if_exception_type(TransientTrafficError),
+            sleep=self.config.sleep,
+            before_sleep=lambda state: log.warning(
+                "transient adapter error (try %d): %s",
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else "",
+            ),
+            reraise=True,
+        )
+        retrying(adapter.set_weights, weights)
+
+    def _settle(
+        self,
+        target: Target,
+        state: TargetState,
+        adapter: TrafficAdapter,
+        actual: Mapping[str, int],
+    ) -> TargetState | None:
+        """Finish a pending intent: re-apply if the route does not hold it, then verify.
+
+        Returns the state with the intent cleared and ``applied`` set, or ``None`` while the
+        proxy has not applied it yet.
+        """
+        intent = state.intent
+        assert intent is not None
+        try:
+            if dict(actual) != dict(intent.weights):
+                self._apply(adapter, intent.weights)  # idempotent: never a second step
+            verification = adapter.verify(intent.weights)
+        except TrafficError as error:
+            log.warning("%s: verifying %s failed: %s", target.key, dict(intent.weights), error)
+            return None
+        if verification is Verification.PENDING:
+            return None
+        return self.config.states.save(
+            target.key, state.with_(applied=dict(intent.weights), intent=None)
+        )
+
+    def _baseline(
+        self,
+        target: Target,
+        spec: Rollout,
+        measurements: Measurements,
+        memory: rollout.RolloutMemory,
+        now: datetime,
+    ) -> BaselineResult | None:
+        """Canary against stable on the first budget-based SLO with request counts, over its
+        longest health window that fits in the current step (counts of an earlier step never
+        judge this one); ``None`` until a window fits."""
+        age = (now - (memory.step_started_at or now)).total_seconds()
+        for request in requests_for(target):
+            if not (is_budget_based(request.slo.spec) and counts_events(request.slo.spec)):
+                continue
+            result = measurements[request]
+            usable = [w for w in health_windows(request.slo.spec) if w <= age]
+            if not usable:
+                return None
+            window = usable[-1]
+            canary = result.windows(spec.spec.canary).get(window)
+            stable = result.windows(spec.spec.stable).get(window)
+            if canary is None or stable is None or canary.value is None or stable.value is None:
+                continue
+            if canary.events is None or stable.events is None:
+                continue
+            return compare(
+                canary.value * canary.events,
+                canary.events,
+                stable.value * stable.events,
+                stable.events,
+                self.config.baseline,
+            )
+        return None
+
+    def _record(self, decision: Decision) -> Decision:
+        """Append ``decision`` unless it repeats the target's last one (a hold is logged once)."""
+        last = self.config.log.last(decision.target)
+        if (
+            last is not None
+            and decision.action in (Action.HOLD, Action.NONE)
+            and last.action == decision.action
+            and last.health == decision.health
+            and [r.get("message") for r in last.reasons]
+            == [r.get("message") for r in decision.reasons]
+        ):
+            return decision
+        return self.config.log.append(decision)
+
+    def _hold(
+        self,
+        target: Target,
+        state: TargetState,
+        actual: Mapping[str, int],
+        now: datetime,
+        why: str,
+    ) -> Decision:
+        decision = Decision(
+            at=now,
+            target=target.key,
+            kind=target.kind,
+            action=Action.HOLD,
+            weights=DecisionWeights(actual, actual, actual),
+            reasons=[{"message": why}],
+            dry_run=self.config.dry_run or target.dry_run,
+            actor=self.config.actor,
+            phase=state.phase,
+        )
+        return self._record(decision)
+
+
+def _reason_rows(health: Mapping[str, Mapping[str, Health]]) -> list[dict[str, object]]:
+    """One reason per backend and SLO that is not HEALTHY, with its deciding comparison."""
+    rows: list[dict[str, object]] = []
+    for backend, per in health.items():
+        for slo, verdict in per.items():
+            if verdict.level.name == "HEALTHY":
+                continue
+            row: dict[str, object] = {
+                "slo": slo,
+                "backend": backend,
+                "level": verdict.level.name,
+                "message": verdict.reason,
+            }
+            exceeded = [e for e in verdict.evidence if e.exceeded and e.level == verdict.level]
+            if exceeded:
+                e = exceeded[0]
+                row.update(
+                    value=e.measured,
+                    threshold=e.threshold,
+                    window=format_duration(e.window),
+                    comparison=e.comparison,
+                )
+            if verdict.error:
+                row["error"] = verdict.error
+            rows.append(row)
+    return rows
+
+
+def _recent(times: Sequence[datetime], now: datetime) -> tuple[datetime, ...]:
+    return tuple(t for t in times if now - t < HOUR)
+
+
+def _rollout_memory(state: TargetState, spec: Rollout) -> rollout.RolloutMemory:
+    return rollout.RolloutMemory(
+        phase=Phase(state.phase),
+        step=state.step,
+        step_started_at=state.step_started_at,
+        healthy_since=state.healthy_since.get(spec.spec.canary),
+        failures=state.failures,
+        no_data_since=state.no_data_since,
+        paused_at=state.paused_at,
+        last_shift_at=state.last_shift_at,
+        shift_times=state.shift_times,
+    )
+
+
+def _with_rollout_memory(
+    state: TargetState, memory: rollout.RolloutMemory, spec: Rollout, now: datetime
+) -> TargetState:
+    since = {spec.spec.canary: memory.healthy_since} if memory.healthy_since else {}
+    return state.with_(
+        phase=memory.phase.value,
+        step=memory.step,
+        step_started_at=memory.step_started_at,
+        healthy_since=since,
+        failures=memory.failures,
+        no_data_since=memory.no_data_since,
+        paused_at=memory.paused_at,
+        last_shift_at=memory.last_shift_at,
+        shift_times=_recent(memory.shift_times, now),
+    )
+
+
+def _balance_memory(state: TargetState) -> balance.BalanceMemory:
+    return balance.BalanceMemory(
+        drained=dict(state.drained),
+        healthy_since=dict(state.healthy_since),
+        last_shift_at=state.last_shift_at,
+        shift_times=state.shift_times,
+    )
+
+
+def _with_balance_memory(
+    state: TargetState, memory: balance.BalanceMemory, now: datetime
+) -> TargetState:
+    return state.with_(
+        drained={b: d for b, d in memory.drained.items() if d},
+        healthy_since=dict(memory.healthy_since),
+        last_shift_at=memory.last_shift_at,
+        shift_times=_recent(memory.shift_times, now),
+    )

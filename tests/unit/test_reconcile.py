@@ -1,0 +1,206 @@
+"""The reconcile cycle end to end on the in-library fakes, a real state dir and decision log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from trimtab.adapters.fake import FakeTrafficAdapter, ListMetricSource
+from trimtab.controller.decisions import DecisionLog
+from trimtab.controller.reconcile import Reconciler, ReconcilerConfig
+from trimtab.controller.state import StateStore
+from trimtab.controller.targets import Target, targets
+from trimtab.slo import load_text
+from trimtab.slo.traffic import PermanentTrafficError, TransientTrafficError
+
+CONFIG = load_text(
+    """
+apiVersion: trimtab.dev/v1alpha1
+kind: SLO
+metadata: {name: errors}
+spec:
+  service: shop
+  objective: 99.9
+  backendLabel: version
+  minEvents: 10
+  indicator:
+    errorRatio: {errors: 'req_total{code="500"}', total: req_total}
+---
+apiVersion: trimtab.dev/v1alpha1
+kind: Rollout
+metadata: {name: shop}
+spec:
+  slos: [{name: errors}]
+  stable: v1
+  canary: v2
+  route: {file: {path: w.json}}
+  steps: [{weight: 10, hold: 1m}, {weight: 50, hold: 1m}, {weight: 100}]
+  analysis: {interval: 30s, baseline: false}
+  guardrails: {maxStep: 50, minInterval: 1m, maxShiftsPerHour: 12}
+""",
+    "reconcile.yaml",
+)
+TARGET: Target = targets(CONFIG)[0]
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+HEALTHY = 0.0001  # error ratio: burn 0.1
+BROKEN = 0.2  # burn 200: UNAVAILABLE
+
+
+@dataclass
+class Rig:
+    adapter: FakeTrafficAdapter
+    source: ListMetricSource
+    states: StateStore
+    log: DecisionLog
+    dry_run: bool = False
+
+    def reconciler(self) -> Reconciler:
+        return Reconciler(
+            ReconcilerConfig(
+                source=self.source,
+                adapters={TARGET.key: self.adapter},
+                states=self.states,
+                log=self.log,
+                specs={TARGET.key: CONFIG.rollouts["shop"]},
+                dry_run=self.dry_run,
+                sleep=lambda _: None,
+            )
+        )
+
+    def run(self, minutes: float) -> str:
+        return str(self.reconciler().cycle([TARGET], T0 + timedelta(minutes=minutes))[0].action)
+
+
+def rig(tmp_path: Path, canary_ratio: float = HEALTHY, **adapter: object) -> Rig:
+    fake = FakeTrafficAdapter({"v1": 100, "v2": 0}, **adapter)  # type: ignore[arg-type]
+    source = ListMetricSource.constant({"v1": HEALTHY, "v2": canary_ratio})
+    return Rig(
+        fake, source, StateStore(tmp_path / "state"), DecisionLog(tmp_path / "decisions.jsonl")
+    )
+
+
+def drive(r: Rig, until: float, step: float = 0.5) -> Iterator[tuple[float, str]]:
+    minute = 0.0
+    while minute <= until:
+        yield minute, r.run(minute)
+        minute += step
+
+
+def test_a_healthy_canary_is_promoted_step_by_step(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    actions = [action for _, action in drive(r, 6)]
+    assert actions.count("advance") == 2
+    assert actions.count("promote") == 1
+    assert r.adapter.applied == [
+        {"v1": 100, "v2": 0},
+        {"v1": 90, "v2": 10},
+        {"v1": 50, "v2": 50},
+        {"v1": 0, "v2": 100},
+    ]
+    assert r.states.load(TARGET.key).phase == "Promoted"
+    assert r.log.verify().ok
+
+
+def test_an_unavailable_canary_is_rolled_back_in_one_cycle(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    assert r.run(0) == "advance"
+    r.source = ListMetricSource.constant({"v1": HEALTHY, "v2": BROKEN})
+    assert r.run(0.5) == "rollback"
+    assert r.adapter.weights == {"v1": 100, "v2": 0}
+    assert r.run(1) == "none"  # stays rolled back
+    rollback = next(d for d in r.log.records() if d.action == "rollback")
+    assert rollback.health["v2"]["errors"] == "UNAVAILABLE"
+    assert any(reason.get("threshold") == 14.4 for reason in rollback.reasons)
+
+
+def test_drift_holds_and_never_fights_a_person(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    r.run(0)
+    r.adapter.drift({"v1": 70, "v2": 30})
+    calls = len(r.adapter.calls)
+    assert r.run(2) == "hold"
+    assert r.run(3) == "hold"
+    assert len(r.adapter.calls) == calls
+    assert "drift" in str(r.log.last(TARGET.key).reasons)  # type: ignore[union-attr]
+
+
+def test_dry_run_never_calls_set_weights_and_records_dry_run(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    r.dry_run = True
+    actions = [action for _, action in drive(r, 6)]
+    assert "promote" in actions
+    assert r.adapter.calls == []
+    records = list(r.log.records())
+    assert records
+    assert all(d.dry_run for d in records)
+
+
+def test_measuring_waits_until_the_proxy_applied_the_weights(tmp_path: Path) -> None:
+    r = rig(tmp_path, apply_lag=3)
+    assert r.run(0) == "advance"
+    assert r.run(0.5) == "hold"
+    assert "waiting for the proxy" in str(r.log.last(TARGET.key).reasons)  # type: ignore[union-attr]
+    for minute in (1, 1.5, 2, 2.5, 3):
+        r.run(minute)
+    assert r.states.load(TARGET.key).intent is None
+    assert r.adapter.weights["v2"] >= 10
+
+
+def test_a_refused_change_leaves_traffic_and_state_as_they_were(tmp_path: Path) -> None:
+    r = rig(tmp_path, fail=lambda n: PermanentTrafficError("config rejected"))
+    assert r.run(0) == "hold"
+    assert r.adapter.weights == {"v1": 100, "v2": 0}
+    state = r.states.load(TARGET.key)
+    assert state.intent is None
+    assert state.step == -1
+    assert "refused" in str(r.log.last(TARGET.key).reasons)  # type: ignore[union-attr]
+
+
+def test_a_metrics_outage_holds_the_weights(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    r.run(0)
+    r.source.down = "connection refused"
+    assert r.run(2) == "hold"
+    assert r.run(4) == "hold"
+    assert r.adapter.weights == {"v1": 90, "v2": 10}
+    last = r.log.last(TARGET.key)
+    assert last is not None
+    assert last.health["v2"]["errors"] == "UNKNOWN"
+
+
+def test_a_restart_with_a_pending_intent_applies_it_once_and_never_steps_twice(
+    tmp_path: Path,
+) -> None:
+    r = rig(tmp_path, apply_lag=100)
+    assert r.run(0) == "advance"  # intent saved; the proxy has not applied it
+    restarted = Rig(
+        FakeTrafficAdapter({"v1": 100, "v2": 0}),  # a fresh proxy that lost the change
+        r.source,
+        StateStore(tmp_path / "state"),
+        DecisionLog(tmp_path / "decisions.jsonl"),
+    )
+    restarted.run(0.5)
+    assert restarted.adapter.calls == [{"v1": 90, "v2": 10}]
+    assert restarted.states.load(TARGET.key).step == 0
+    assert restarted.log.verify().ok
+
+
+@pytest.mark.parametrize("minutes", [0.5, 2])
+def test_repeated_holds_are_recorded_once(tmp_path: Path, minutes: float) -> None:
+    r = rig(tmp_path)
+    r.run(0)
+    r.source.down = True
+    for m in range(2, 8):
+        r.run(m * minutes)
+    holds = [d for d in r.log.records() if d.action == "hold"]
+    assert len(holds) == 1
+
+
+def test_a_transient_adapter_error_is_retried(tmp_path: Path) -> None:
+    r = rig(tmp_path, fail={1: TransientTrafficError("socket busy")}.get)
+    assert r.run(0) == "advance"
+    assert r.adapter.calls == [{"v1": 90, "v2": 10}, {"v1": 90, "v2": 10}]
+    assert r.adapter.weights == {"v1": 90, "v2": 10}
