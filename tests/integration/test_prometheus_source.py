@@ -337,9 +337,8 @@ def test_queries_grow_with_indicators_not_targets(prom_source: PrometheusSource)
     prom_source.query(ALL, AT_TIME)
     sent = prom_source.queries_sent - before
     assert sent == len(plan)
-    # Batched indicators cost the same for three targets as for one; the gauge is a full query,
-    # sent once per distinct params.
-    assert sent == len(plan_queries(one_target)) + 2
+    # Three targets cost what one does: the gauge keeps the `service` label, so it batches too.
+    assert sent == len(plan_queries(one_target))
     assert sent < sum(len(plan_queries([r])) for r in ALL)
 
 
@@ -558,9 +557,9 @@ def test_special_float_values_and_warnings(
     def answer(recorded: Recorded) -> Reply:
         query = parse_qs(recorded.body.decode())["query"][0]
         zones = [
-            ({"zone": "zone-a"}, "+Inf"),
-            ({"zone": "zone-b"}, "NaN"),
-            ({"zone": "zone-c"}, "-Inf"),
+            ({"zone": "zone-a", "service": "checkout"}, "+Inf"),
+            ({"zone": "zone-b", "service": "checkout"}, "NaN"),
+            ({"zone": "zone-c", "service": "checkout"}, "-Inf"),
         ]
         reply = prometheus_vector(zones if "max_over_time" in query else [])
         body = json.loads(reply.body) | {"warnings": ["results may be partial"]}
