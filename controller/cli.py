@@ -312,8 +312,13 @@ def run(
     output: OutputFormat = Output.text,
 ) -> None:
     """The control loop: measure, judge, decide, record and act, every analysis interval."""
+    from dataclasses import replace
+
+    from prometheus_client import CollectorRegistry
+
     from .leader import FileLeaderLock
     from .sources import collecting
+    from .telemetry import DEFAULT_LISTEN, Telemetry
 
     config = _load(files)
     wiring = _wired(config, prometheus, state_dir, dry_run, "controller")
@@ -327,18 +332,32 @@ def run(
         err.print(f"another controller leads ({lock.holder()}); standing by")
         raise typer.Exit(1)
     source = wiring.reconciler.config.source
+    telemetry = Telemetry(CollectorRegistry())
+    telemetry.leading = True
+    wiring = replace(wiring, reconciler=telemetry.instrument(wiring.reconciler))
     try:
+        if not once:
+            listen = config.controller.spec.listen if config.controller else DEFAULT_LISTEN
+            try:
+                telemetry.serve(listen)
+            except OSError as error:
+                err.print(f"cannot serve /metrics on {listen}: {error}")
+                raise typer.Exit(1) from None
         with collecting(source, warmup):
             if once:
-                decisions = wiring.reconciler.cycle(wiring.targets, datetime.now(UTC))
+                decisions = telemetry.run_cycle(
+                    lambda: wiring.reconciler.cycle(wiring.targets, datetime.now(UTC))
+                )
                 _print_decisions([d.to_json() for d in decisions], output)
                 return
-            _loop(wiring, config)
+            _loop(wiring, config, telemetry)
     finally:
+        telemetry.leading = False
+        telemetry.shutdown()
         lock.release()
 
 
-def _loop(wiring: Any, config: Config) -> None:
+def _loop(wiring: Any, config: Config, telemetry: Any) -> None:
     """Cycles every analysis interval (the shortest of the targets') until interrupted."""
     from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -346,7 +365,8 @@ def _loop(wiring: Any, config: Config) -> None:
     scheduler = BlockingScheduler(timezone=UTC)
 
     def cycle() -> None:
-        for decision in wiring.reconciler.cycle(wiring.targets, datetime.now(UTC)):
+        now = datetime.now(UTC)
+        for decision in telemetry.run_cycle(lambda: wiring.reconciler.cycle(wiring.targets, now)):
             if decision.action not in ("none", "hold"):
                 out.print(_one_line(decision.to_json()))
 

@@ -1,0 +1,372 @@
+"""The controller's own telemetry (DESIGN.md section 6): metrics and traces through the
+OpenTelemetry SDK, and a small HTTP server for ``/metrics``, ``/healthz`` and ``/readyz``.
+
+Metrics go to an injected ``prometheus_client.CollectorRegistry`` through the exporter's
+``PrometheusMetricReader(registry=...)``; scope labels and ``target_info`` are switched off, so
+the exposition holds exactly these families::
+
+    trimtab_route_weight{target,backend}             gauge: the weights a decision leaves
+    trimtab_slo_health{slo,target,backend}           gauge: 2 UNAVAILABLE … 0 HEALTHY, -1 UNKNOWN
+    trimtab_slo_value{slo,target,backend,window}     gauge: the measured SLI (ratio or value)
+    trimtab_slo_threshold{slo,level}                 gauge: DEGRADED / UNAVAILABLE thresholds
+    trimtab_decisions_total{target,action}           counter
+    trimtab_cycle_duration_seconds                   histogram
+    trimtab_source_errors_total                      counter: query batches with a failure
+    trimtab_adapter_errors_total{target}             counter: failed adapter calls
+
+Exposed names: the exporter hands counters to ``CounterMetricFamily``, which adds ``_total``
+(so counters are created without it), and appends the unit, mapped (``s`` → ``seconds``), to
+names not already ending in it (so the histogram is ``trimtab_cycle_duration`` in ``s``).
+
+Gauges are observable: callbacks read the last values under a lock, so series of backends or
+targets that are gone disappear instead of going stale. Traces: a span per cycle with a child
+per decision; exporters only from ``OTEL_TRACES_EXPORTER`` (unset or ``none``: no exporter).
+
+The reconciler never imports this module: :meth:`Telemetry.instrument` wraps its source and
+adapters, and the CLI runs each cycle through :meth:`Telemetry.run_cycle`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import entry_points
+from typing import TypeVar
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from trimtab.slo.durations import format_duration
+from trimtab.slo.health import Level, health_spec
+from trimtab.slo.ports import (
+    Measurements,
+    MetricSource,
+    SeriesRequest,
+    SeriesResult,
+    TrafficAdapter,
+    Verification,
+    Weights,
+)
+from trimtab.slo.traffic import TrafficError
+
+from .reconcile import Reconciler
+from .record import Decision
+
+__all__ = ["DEFAULT_LISTEN", "Telemetry", "span_processors_from_env"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "127.0.0.1:9464"
+"""Where ``/metrics`` is served without a Controller: loopback (DESIGN.md section 13)."""
+CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+Labels = tuple[tuple[str, str], ...]
+_T = TypeVar("_T")
+
+
+def span_processors_from_env() -> list[SpanProcessor]:
+    """A batch processor per exporter named in ``OTEL_TRACES_EXPORTER`` (comma-separated
+    entry points of ``opentelemetry_traces_exporter``; each exporter reads its own ``OTEL_*``)."""
+    found: list[SpanProcessor] = []
+    for name in (n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")):
+        if name in ("", "none"):
+            continue
+        points = list(entry_points(group="opentelemetry_traces_exporter", name=name))
+        if not points:
+            log.warning("OTEL_TRACES_EXPORTER: no exporter %r installed; not exporting it", name)
+            continue
+        found.append(BatchSpanProcessor(points[0].load()()))
+    return found
+
+
+def _resource() -> Resource:
+    detected = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+    if str(detected.attributes.get("service.name", "")).startswith("unknown_service"):
+        detected = detected.merge(Resource({"service.name": "trimtab"}))
+    return detected
+
+
+class Telemetry:
+    """Metrics into ``registry``, spans to ``span_processors`` (default: from ``OTEL_*``)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        span_processors: Sequence[SpanProcessor] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.leading = False  # set by the CLI while this process holds the leader lock
+        self.cycles = 0
+        self._lock = threading.Lock()
+        self._gauges: dict[str, dict[Labels, float]] = {
+            n: {} for n in ("route_weight", "slo_health", "slo_value", "slo_threshold")
+        }
+        self._server: ThreadingHTTPServer | None = None
+        resource = _resource()
+        reader = PrometheusMetricReader(
+            registry=registry, scope_info_enabled=False, disable_target_info=True
+        )
+        self._meters = MeterProvider(
+            metric_readers=[reader], resource=resource, shutdown_on_exit=False
+        )
+        meter = self._meters.get_meter("trimtab.controller")
+        for name, doc in (
+            ("route_weight", "Percent of the route's traffic per backend."),
+            ("slo_health", "Health level: 2 UNAVAILABLE, 1 DEGRADED, 0 HEALTHY, -1 UNKNOWN."),
+            ("slo_value", "Measured SLI per window: error ratio (budget-based) or value."),
+            ("slo_threshold", "The number an SLO's health level compares against."),
+        ):
+            meter.create_observable_gauge(
+                f"trimtab_{name}", callbacks=[self._observer(name)], description=doc
+            )
+        self._decisions = meter.create_counter("trimtab_decisions", description="Decisions.")
+        self._source_errors = meter.create_counter(
+            "trimtab_source_errors", description="Metric-source query batches with a failure."
+        )
+        self._adapter_errors = meter.create_counter(
+            "trimtab_adapter_errors", description="Traffic-adapter calls that failed."
+        )
+        self._source_errors.add(0)  # exposed from the start, so rate() sees the first error
+        self._duration = meter.create_histogram(
+            "trimtab_cycle_duration",
+            unit="s",
+            description="Seconds per reconcile cycle.",
+            explicit_bucket_boundaries_advisory=CYCLE_BUCKETS,
+        )
+        processors = span_processors_from_env() if span_processors is None else span_processors
+        self._tracers = TracerProvider(resource=resource, shutdown_on_exit=False)
+        for processor in processors:
+            self._tracers.add_span_processor(processor)
+        self.tracer = self._tracers.get_tracer("trimtab.controller")
+
+    # ----------------------------------------------------------------------------- metrics
+
+    def _observer(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            with self._lock:
+                values = list(self._gauges[name].items())
+            return [Observation(value, dict(labels)) for labels, value in values]
+
+        return observe
+
+    def _replace(self, name: str, match: Labels, values: Mapping[Labels, float]) -> None:
+        """Drop the gauge's series that carry every label of ``match``, then set ``values``."""
+        with self._lock:
+            series = self._gauges[name]
+            for labels in [k for k in series if set(match) <= set(k)]:
+                del series[labels]
+            series.update(values)
+
+    def record_decision(self, decision: Decision) -> None:
+        """Count ``decision``; the route's weights and (when judged) its health per SLO."""
+        target = decision.target
+        self._decisions.add(1, {"target": target, "action": decision.action.value})
+        weights = decision.weights.applied or decision.weights.desired
+        rows: dict[Labels, float] = {
+            (("backend", b), ("target", target)): float(w) for b, w in weights.items()
+        }
+        if rows:
+            self._replace("route_weight", (("target", target),), rows)
+        levels: dict[Labels, float] = {
+            (("backend", b), ("slo", slo), ("target", target)): float(Level[name].value)
+            for b, per in decision.health.items()
+            for slo, name in per.items()
+        }
+        if levels:  # a hold before judging (the adapter failed) says nothing about health
+            self._replace("slo_health", (("target", target),), levels)
+
+    def record_measurements(
+        self, requests: Sequence[SeriesRequest], measurements: Measurements
+    ) -> None:
+        """SLI values per window, each SLO's thresholds, and whether the batch failed."""
+        failed = measurements.source_error is not None
+        for request in requests:
+            slo = request.slo.metadata.name
+            spec = health_spec(request.slo.spec)
+            thresholds: dict[Labels, float] = {
+                (("level", level.name), ("slo", slo)): threshold.value
+                for level, threshold in (
+                    (Level.DEGRADED, spec.degraded),
+                    (Level.UNAVAILABLE, spec.unavailable),
+                )
+            }
+            self._replace("slo_threshold", (("slo", slo),), thresholds)
+            result: SeriesResult = measurements[request]
+            failed = failed or result.error is not None
+            values: dict[Labels, float] = {
+                (("backend", b), ("slo", slo), ("target", request.target),
+                 ("window", format_duration(w))): m.value
+                for b, windows in result.backends.items()
+                for w, m in windows.items()
+                if m.value is not None
+            }  # fmt: skip
+            self._replace("slo_value", (("slo", slo), ("target", request.target)), values)
+        if failed:
+            self.record_source_error()
+
+    def record_source_error(self) -> None:
+        self._source_errors.add(1)
+
+    def record_adapter_error(self, target: str) -> None:
+        self._adapter_errors.add(1, {"target": target})
+
+    def record_cycle(self, decisions: Sequence[Decision], duration: float) -> None:
+        """A finished cycle: a child span and the metrics per decision, and its duration."""
+        for decision in decisions:
+            with self.decision_span(decision):
+                self.record_decision(decision)
+        self._duration.record(duration)
+        self.cycles += 1
+
+    # ------------------------------------------------------------------------------ traces
+
+    @contextmanager
+    def cycle_span(self) -> Iterator[Span]:
+        """The current span for one cycle; decision spans opened inside are its children."""
+        with self.tracer.start_as_current_span("trimtab.cycle") as span:
+            yield span
+
+    @contextmanager
+    def decision_span(self, decision: Decision) -> Iterator[Span]:
+        attributes = {
+            "trimtab.decision.id": decision.id,
+            "trimtab.target": decision.target,
+            "trimtab.action": decision.action.value,
+            "trimtab.dry_run": decision.dry_run,
+        }
+        with self.tracer.start_as_current_span("trimtab.decision", attributes=attributes) as span:
+            yield span
+
+    def run_cycle(self, cycle: Callable[[], Sequence[Decision]]) -> list[Decision]:
+        """Run ``cycle`` in a cycle span, timed, and record what it decided."""
+        with self.cycle_span() as span:
+            started = time.perf_counter()
+            decisions = list(cycle())
+            span.set_attribute("trimtab.decisions", len(decisions))
+            self.record_cycle(decisions, time.perf_counter() - started)
+        return decisions
+
+    # ----------------------------------------------------------------------------- wiring
+
+    def instrument(self, reconciler: Reconciler) -> Reconciler:
+        """A reconciler whose source and adapters report to this telemetry."""
+        config = reconciler.config
+        adapters = {k: _Adapter(self, k, a) for k, a in config.adapters.items()}
+        for key in adapters:
+            self._adapter_errors.add(0, {"target": key})
+        return Reconciler(replace(config, source=_Source(self, config.source), adapters=adapters))
+
+    # ------------------------------------------------------------------------------- HTTP
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.leading:
+            return False, "not the leader"
+        if not self.cycles:
+            return False, "no cycle completed yet"
+        return True, "ok"
+
+    def serve(self, listen: str = DEFAULT_LISTEN) -> tuple[str, int]:
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` from a daemon
+        thread; returns the address bound (port 0 picks a free one)."""
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]")
+        server_class = _Server6 if ":" in host else ThreadingHTTPServer
+        self._server = server_class((host, int(port)), _handler(self))
+        threading.Thread(
+            target=self._server.serve_forever, name="trimtab-http", daemon=True
+        ).start()
+        bound = self._server.server_address
+        return str(bound[0]), int(bound[1])
+
+    def shutdown(self) -> None:
+        """Stop the server, flush spans, and unregister from the registry."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self._tracers.shutdown()
+        self._meters.shutdown()
+
+
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def _handler(telemetry: Telemetry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(telemetry.registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._send(200, b"ok\n")
+            elif path == "/readyz":
+                ready, reason = telemetry.ready()
+                self._send(200 if ready else 503, f"{reason}\n".encode())
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, kind: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            log.debug("%s " + format, self.address_string(), *args)
+
+    return Handler
+
+
+class _Source:
+    """A metric source that reports each batch's values and failures."""
+
+    def __init__(self, telemetry: Telemetry, inner: MetricSource) -> None:
+        self.telemetry, self.inner = telemetry, inner
+
+    def query(self, requests: Sequence[SeriesRequest], at: datetime) -> Measurements:
+        measurements = self.inner.query(requests, at)
+        self.telemetry.record_measurements(requests, measurements)
+        return measurements
+
+    def query_range(
+        self, request: SeriesRequest, start: datetime, end: datetime, step: float
+    ) -> list[tuple[datetime, SeriesResult]]:
+        return self.inner.query_range(request, start, end, step)
+
+
+class _Adapter:
+    """A traffic adapter that counts the calls that raise :class:`TrafficError`."""
+
+    def __init__(self, telemetry: Telemetry, target: str, inner: TrafficAdapter) -> None:
+        self.telemetry, self.target, self.inner = telemetry, target, inner
+
+    def _call(self, call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except TrafficError:
+            self.telemetry.record_adapter_error(self.target)
+            raise
+
+    def get_weights(self) -> Weights:
+        return self._call(self.inner.get_weights)
+
+    def set_weights(self, weights: Weights) -> None:
+        self._call(lambda: self.inner.set_weights(weights))
+
+    def verify(self, weights: Weights) -> Verification:
+        return self._call(lambda: self.inner.verify(weights))

@@ -1,0 +1,291 @@
+"""The controller's telemetry: exposed metric names and labels, the HTTP endpoints, and spans."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry, generate_latest
+from trimtab.adapters.fake import FakeTrafficAdapter, ListMetricSource
+from trimtab.controller.decisions import DecisionLog
+from trimtab.controller.reconcile import Reconciler, ReconcilerConfig
+from trimtab.controller.record import Action, Decision, DecisionWeights
+from trimtab.controller.state import StateStore
+from trimtab.controller.targets import targets
+from trimtab.controller.telemetry import Telemetry, span_processors_from_env
+from trimtab.slo import load_text
+from trimtab.slo.traffic import PermanentTrafficError
+
+CONFIG = load_text(
+    """
+apiVersion: trimtab.dev/v1alpha1
+kind: SLO
+metadata: {name: errors}
+spec:
+  service: shop
+  objective: 99.9
+  backendLabel: version
+  minEvents: 10
+  indicator:
+    errorRatio: {errors: 'req_total{code="500"}', total: req_total}
+---
+apiVersion: trimtab.dev/v1alpha1
+kind: Rollout
+metadata: {name: shop}
+spec:
+  slos: [{name: errors}]
+  stable: v1
+  canary: v2
+  route: {file: {path: w.json}}
+  steps: [{weight: 10, hold: 1m}, {weight: 100}]
+  analysis: {interval: 30s, baseline: false}
+""",
+    "telemetry.yaml",
+)
+TARGET = targets(CONFIG)[0]
+KEY = "Rollout/shop"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+HEALTHY = 0.0001
+NAMES = (
+    "trimtab_route_weight",
+    "trimtab_slo_health",
+    "trimtab_slo_value",
+    "trimtab_slo_threshold",
+    "trimtab_decisions_total",
+    "trimtab_cycle_duration_seconds",
+    "trimtab_source_errors_total",
+    "trimtab_adapter_errors_total",
+)
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def telemetry(spans: InMemorySpanExporter) -> Iterator[Telemetry]:
+    t = Telemetry(CollectorRegistry(), span_processors=[SimpleSpanProcessor(spans)])
+    yield t
+    t.shutdown()
+
+
+def reconciler(
+    telemetry: Telemetry, tmp_path: Path, source: ListMetricSource, adapter: FakeTrafficAdapter
+) -> Reconciler:
+    plain = Reconciler(
+        ReconcilerConfig(
+            source=source,
+            adapters={KEY: adapter},
+            states=StateStore(tmp_path / "state"),
+            log=DecisionLog(tmp_path / "decisions.jsonl"),
+            specs={KEY: CONFIG.rollouts["shop"]},
+            sleep=lambda _: None,
+        )
+    )
+    return telemetry.instrument(plain)
+
+
+def cycle(telemetry: Telemetry, r: Reconciler) -> list[Decision]:
+    return telemetry.run_cycle(lambda: r.cycle([TARGET], T0))
+
+
+def value(telemetry: Telemetry, name: str, **labels: str) -> float | None:
+    return telemetry.registry.get_sample_value(name, labels)
+
+
+def test_a_cycle_exposes_every_metric_with_its_labels(telemetry: Telemetry, tmp_path: Path) -> None:
+    source = ListMetricSource.constant({"v1": HEALTHY, "v2": HEALTHY})
+    adapter = FakeTrafficAdapter({"v1": 100, "v2": 0})
+    (decision,) = cycle(telemetry, reconciler(telemetry, tmp_path, source, adapter))
+    assert decision.action is Action.ADVANCE
+
+    text = generate_latest(telemetry.registry).decode()
+    types = {line.split()[2]: line.split()[3] for line in text.splitlines() if "# TYPE" in line}
+    assert types == {
+        "trimtab_route_weight": "gauge",
+        "trimtab_slo_health": "gauge",
+        "trimtab_slo_value": "gauge",
+        "trimtab_slo_threshold": "gauge",
+        "trimtab_decisions_total": "counter",
+        "trimtab_cycle_duration_seconds": "histogram",
+        "trimtab_source_errors_total": "counter",
+        "trimtab_adapter_errors_total": "counter",
+    }
+    assert "otel_scope" not in text
+    assert "target_info" not in text
+
+    assert value(telemetry, "trimtab_route_weight", target=KEY, backend="v1") == 90
+    assert value(telemetry, "trimtab_route_weight", target=KEY, backend="v2") == 10
+    for backend in ("v1", "v2"):
+        assert (
+            value(telemetry, "trimtab_slo_health", slo="errors", target=KEY, backend=backend) == 0
+        )
+        for window in ("1m", "5m", "30m"):
+            got = value(
+                telemetry, "trimtab_slo_value", slo="errors", target=KEY, backend=backend,
+                window=window,
+            )  # fmt: skip
+            assert got == pytest.approx(HEALTHY)
+    assert value(telemetry, "trimtab_slo_threshold", slo="errors", level="DEGRADED") == 6
+    assert value(telemetry, "trimtab_slo_threshold", slo="errors", level="UNAVAILABLE") == 14.4
+    assert value(telemetry, "trimtab_decisions_total", target=KEY, action="advance") == 1
+    assert value(telemetry, "trimtab_cycle_duration_seconds_count") == 1
+    assert value(telemetry, "trimtab_cycle_duration_seconds_sum") > 0  # type: ignore[operator]
+    assert value(telemetry, "trimtab_source_errors_total") == 0
+    assert value(telemetry, "trimtab_adapter_errors_total", target=KEY) == 0
+
+
+def test_a_source_outage_counts_and_leaves_health_unknown(
+    telemetry: Telemetry, tmp_path: Path
+) -> None:
+    source = ListMetricSource.constant({"v1": HEALTHY, "v2": HEALTHY}, down="connection refused")
+    r = reconciler(telemetry, tmp_path, source, FakeTrafficAdapter({"v1": 100, "v2": 0}))
+    cycle(telemetry, r)
+    cycle(telemetry, r)
+    assert value(telemetry, "trimtab_source_errors_total") == 2
+    assert value(telemetry, "trimtab_slo_health", slo="errors", target=KEY, backend="v2") == -1
+    assert "trimtab_slo_value{" not in generate_latest(telemetry.registry).decode()
+    assert value(telemetry, "trimtab_cycle_duration_seconds_count") == 2
+
+
+def test_adapter_errors_are_counted_per_target(telemetry: Telemetry, tmp_path: Path) -> None:
+    source = ListMetricSource.constant({"v1": HEALTHY, "v2": HEALTHY})
+    adapter = FakeTrafficAdapter(
+        {"v1": 100, "v2": 0}, fail=lambda n: PermanentTrafficError("refused")
+    )
+    (decision,) = cycle(telemetry, reconciler(telemetry, tmp_path, source, adapter))
+    assert decision.action is Action.HOLD
+    assert value(telemetry, "trimtab_adapter_errors_total", target=KEY) == 1
+    assert value(telemetry, "trimtab_route_weight", target=KEY, backend="v2") == 0
+    assert value(telemetry, "trimtab_decisions_total", target=KEY, action="hold") == 1
+
+
+def decision(weights: dict[str, int], health: dict[str, dict[str, str]], **kw: object) -> Decision:
+    return Decision(
+        at=T0,
+        target="Balance/api",
+        kind="Balance",
+        action=kw.pop("action", Action.DRAIN),  # type: ignore[arg-type]
+        weights=DecisionWeights(weights, weights),
+        health=health,
+        dry_run=False,
+    )
+
+
+def test_levels_are_numbers_and_gone_backends_drop_out(telemetry: Telemetry) -> None:
+    levels = {"a": "UNAVAILABLE", "b": "DEGRADED", "c": "HEALTHY", "d": "UNKNOWN"}
+    telemetry.record_decision(
+        decision(dict.fromkeys("abcd", 25), {b: {"lat": lv} for b, lv in levels.items()})
+    )
+    got = {
+        b: value(telemetry, "trimtab_slo_health", slo="lat", target="Balance/api", backend=b)
+        for b in "abcd"
+    }
+    assert got == {"a": 2, "b": 1, "c": 0, "d": -1}
+    telemetry.record_decision(decision({"a": 50, "b": 50}, {}, action=Action.HOLD))
+    assert value(telemetry, "trimtab_route_weight", target="Balance/api", backend="c") is None
+    assert value(telemetry, "trimtab_route_weight", target="Balance/api", backend="a") == 50
+    # a hold without health keeps the last judgement
+    assert (
+        value(telemetry, "trimtab_slo_health", slo="lat", target="Balance/api", backend="d") == -1
+    )
+    assert value(telemetry, "trimtab_decisions_total", target="Balance/api", action="drain") == 1
+
+
+def test_http_endpoints(telemetry: Telemetry) -> None:
+    host, port = telemetry.serve("127.0.0.1:0")
+    assert host == "127.0.0.1"
+    assert port > 0
+    base = f"http://{host}:{port}"
+    with httpx.Client(base_url=base, timeout=5) as client:
+        assert client.get("/healthz").text == "ok\n"
+        response = client.get("/readyz")
+        assert (response.status_code, response.text) == (503, "not the leader\n")
+        telemetry.leading = True
+        response = client.get("/readyz")
+        assert (response.status_code, response.text) == (503, "no cycle completed yet\n")
+        telemetry.run_cycle(lambda: [decision({"a": 100}, {"a": {"lat": "HEALTHY"}})])
+        assert client.get("/readyz").status_code == 200
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert metrics.headers["content-type"].startswith("text/plain; version=")
+        assert 'trimtab_route_weight{backend="a",target="Balance/api"} 100.0' in metrics.text
+        assert client.get("/nothing").status_code == 404
+    telemetry.shutdown()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base}/healthz", timeout=2)
+
+
+def test_a_span_per_cycle_and_a_child_per_decision(
+    telemetry: Telemetry, spans: InMemorySpanExporter
+) -> None:
+    batch = [decision({"a": 100}, {}), decision({"a": 100}, {}, action=Action.NONE)]
+    telemetry.run_cycle(lambda: batch)
+    telemetry.run_cycle(lambda: batch[:1])
+    finished = spans.get_finished_spans()
+    cycles = [s for s in finished if s.name == "trimtab.cycle"]
+    children = [s for s in finished if s.name == "trimtab.decision"]
+    assert len(cycles) == 2
+    assert len(children) == 3
+    assert all(c.parent is None for c in cycles)
+    parents = [c.parent.span_id for c in children if c.parent is not None]
+    ids = [c.context.span_id for c in cycles]
+    assert parents == [ids[0], ids[0], ids[1]]
+    assert cycles[0].attributes is not None
+    assert cycles[0].attributes["trimtab.decisions"] == 2
+    first = children[0].attributes or {}
+    assert first["trimtab.target"] == "Balance/api"
+    assert first["trimtab.action"] == "drain"
+    assert first["trimtab.decision.id"] == batch[0].id
+
+
+def test_a_failed_cycle_records_an_error_span_and_stays_unready(
+    telemetry: Telemetry, spans: InMemorySpanExporter
+) -> None:
+    def boom() -> list[Decision]:
+        raise RuntimeError("boom")
+
+    telemetry.leading = True
+    with pytest.raises(RuntimeError):
+        telemetry.run_cycle(boom)
+    (span,) = spans.get_finished_spans()
+    assert not span.status.is_ok
+    assert telemetry.ready() == (False, "no cycle completed yet")
+
+
+def test_trace_exporters_come_only_from_otel_traces_exporter(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    assert span_processors_from_env() == []
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert span_processors_from_env() == []
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console, nosuch")
+    with caplog.at_level(logging.WARNING):
+        (processor,) = span_processors_from_env()
+    assert isinstance(processor, BatchSpanProcessor)
+    processor.shutdown()  # type: ignore[no-untyped-call]
+    assert "nosuch" in caplog.text
+
+
+def test_service_name_defaults_to_trimtab_and_follows_otel_service_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, expected in ((None, "trimtab"), ("shop-controller", "shop-controller")):
+        if name is None:
+            monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+        else:
+            monkeypatch.setenv("OTEL_SERVICE_NAME", name)
+        exporter = InMemorySpanExporter()  # a provider's shutdown stops its exporter
+        t = Telemetry(CollectorRegistry(), span_processors=[SimpleSpanProcessor(exporter)])
+        t.run_cycle(list)
+        (span,) = exporter.get_finished_spans()
+        t.shutdown()
+        assert span.resource.attributes["service.name"] == expected
