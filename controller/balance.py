@@ -59,8 +59,11 @@ def worst(levels: Mapping[str, Health]) -> Level:
 
 
 def weights_for(spec: BalanceSpec, drained: Mapping[str, int]) -> dict[str, int]:
-    """The route's weights with each backend's nominal weight reduced by its drain."""
+    """The route's weights with each backend's nominal weight reduced by its drain (all zero
+    when everything would be drained: only ever shown, never applied)."""
     shares = {b: n * (100 - drained.get(b, 0)) / 100 for b, n in spec.backends.items()}
+    if sum(shares.values()) <= 0:
+        return dict.fromkeys(spec.backends, 0)
     return apportion(shares)
 
 
@@ -166,6 +169,9 @@ def _drain(
         for b in order
         if granted[b] > drained[b]
     )
+    if _capacity(spec, granted) >= 100:  # maxDrain 100 and nothing left to serve: no safe place
+        held = ("draining would leave no backend serving: holding",)
+        return BalanceProposal("hold", weights_for(spec, drained), memory, held, tuple(notes))
     if not reasons:
         held = ("maxDrain reached: nothing more can be drained",)
         return BalanceProposal("hold", weights_for(spec, drained), memory, held, tuple(notes))
