@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 import httpx
 from trimtab.slo import models
-from trimtab.slo.batching import Answer, Query, Sample, assemble, plan_queries
+from trimtab.slo.batching import Answer, Query, Sample, assemble, plan_what_can_be_planned
 from trimtab.slo.durations import format_duration
 from trimtab.slo.ports import Measurements, SeriesRequest, SeriesResult
 
@@ -217,7 +217,7 @@ class PrometheusSource:
 
     def query(self, requests: Sequence[SeriesRequest], at: datetime) -> Measurements:
         """Every request's windows at ``at`` (naive datetimes are UTC), in one batch."""
-        plan, unplanned = _plan(requests)
+        plan, unplanned = plan_what_can_be_planned(requests)
         when = _seconds(at)
         outcomes = self._run(lambda q: self._instant(q.promql, when), plan)
         answers: list[tuple[Query, Answer]] = [
@@ -244,7 +244,7 @@ class PrometheusSource:
         first = round(_seconds(start) * 1000)
         count = (round(_seconds(end) * 1000) - first) // step_ms + 1
         times = [first + i * step_ms for i in range(count)]
-        plan, unplanned = _plan([request])
+        plan, unplanned = plan_what_can_be_planned([request])
         outcomes = self._run(lambda q: self._range(q.promql, times, step_ms), plan)
         self._note(outcomes)
         results = []
@@ -424,24 +424,6 @@ def _labels(item: Mapping[str, Any]) -> dict[str, str]:
 
 def _failed(request: SeriesRequest, reason: str) -> SeriesResult:
     return SeriesResult(request, errors=dict.fromkeys(request.windows, reason))
-
-
-def _plan(requests: Sequence[SeriesRequest]) -> tuple[list[Query], dict[tuple[str, str], str]]:
-    """The batch plan, and the requests whose queries cannot be built (with why)."""
-    try:
-        return plan_queries(requests), {}
-    except Exception:  # noqa: S110 - find the requests at fault below
-        pass
-    good: list[SeriesRequest] = []
-    bad: dict[tuple[str, str], str] = {}
-    for request in requests:
-        try:
-            plan_queries([request])
-        except Exception as exc:
-            bad[request.key] = f"cannot build the query: {exc}"
-        else:
-            good.append(request)
-    return plan_queries(good), bad
 
 
 def _verify(tls: models.TLS) -> ssl.SSLContext | bool:

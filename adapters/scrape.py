@@ -49,7 +49,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 from trimtab.slo import models
-from trimtab.slo.batching import Answer, Query, assemble, plan_queries
+from trimtab.slo.batching import Answer, Query, assemble, plan_what_can_be_planned
 from trimtab.slo.durations import format_duration
 from trimtab.slo.evaluate import Point, Series, evaluate, read_selectors, selects
 from trimtab.slo.ports import Measurements, SeriesRequest, SeriesResult
@@ -381,7 +381,7 @@ class ScrapeSource:
     def query(self, requests: Sequence[SeriesRequest], at: datetime) -> Measurements:
         """Every request's windows at ``at`` (naive datetimes are UTC), in one batch."""
         when = _ms(_seconds(at))
-        plan, unplanned = _plan(requests)
+        plan, unplanned = plan_what_can_be_planned(requests)
         with self._lock:
             statuses = [t.status for t in self._targets]
             down = [s for s in statuses if s.up is False]
@@ -489,24 +489,6 @@ def _samples(
             labels.update(target)
             explicit = None if sample.timestamp is None else float(sample.timestamp)
             yield labels, float(sample.value), explicit
-
-
-def _plan(requests: Sequence[SeriesRequest]) -> tuple[list[Query], dict[tuple[str, str], str]]:
-    """The batch plan, and the requests whose queries cannot be built (with why)."""
-    try:
-        return plan_queries(requests), {}
-    except ValueError:
-        pass
-    good: list[SeriesRequest] = []
-    bad: dict[tuple[str, str], str] = {}
-    for request in requests:
-        try:
-            plan_queries([request])
-        except ValueError as exc:
-            bad[request.key] = f"cannot build the query: {exc}"
-        else:
-            good.append(request)
-    return plan_queries(good), bad
 
 
 def _with_unplanned(

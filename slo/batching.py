@@ -27,7 +27,7 @@ from .models import SLOSpec
 from .ports import Measurements, SeriesRequest, SeriesResult
 from .promql import Membership, batchable, compile_sli, membership
 
-__all__ = ["Answer", "Query", "Sample", "assemble", "plan_queries"]
+__all__ = ["Answer", "Query", "Sample", "assemble", "plan_queries", "plan_what_can_be_planned"]
 
 Field = Literal["value", "events"]
 Sample = tuple[Mapping[str, str], float]
@@ -99,6 +99,30 @@ def plan_queries(
         text = _text(spec, window, field, batch) if batch else text_of_all
         queries.append(Query(text, field, window, spec, batch, tuple(members)))
     return queries
+
+
+def plan_what_can_be_planned(
+    requests: Sequence[SeriesRequest], *, max_values: int = DEFAULT_MAX_VALUES
+) -> tuple[list[Query], dict[tuple[str, str], str]]:
+    """:func:`plan_queries`, setting aside the requests whose queries cannot be built.
+
+    Returns the plan for the others and, per request key set aside, why — so one broken SLO
+    makes its own results UNKNOWN instead of failing the whole batch.
+    """
+    try:
+        return plan_queries(requests, max_values=max_values), {}
+    except ValueError:
+        pass
+    good: list[SeriesRequest] = []
+    bad: dict[tuple[str, str], str] = {}
+    for request in requests:
+        try:
+            plan_queries([request])
+        except ValueError as exc:
+            bad[request.key] = f"cannot build the query: {exc}"
+        else:
+            good.append(request)
+    return plan_queries(good, max_values=max_values), bad
 
 
 def assemble(
