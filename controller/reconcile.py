@@ -104,8 +104,9 @@ class Reconciler:
             )
 
         # 3-4. Measure (one batch for every target, done by cycle()) and judge
+        results = [measurements[r] for r in requests_for(target)]
         health = {
-            b: {r.slo.metadata.name: measurements[r].health(b) for r in requests_for(target)}
+            b: {result.request.slo.metadata.name: result.health(b) for result in results}
             for b in target.backends
         }
 
