@@ -13,7 +13,9 @@ nothing here reads a clock, a file or the network. The rules, in the order they 
    no regression: then the fault is shared (a dependency, not the canary) and the rollout holds.
 4. DEGRADED on the canary counts toward ``failureLimit``; one more than the limit rolls back.
 5. UNKNOWN holds (no data is not good news) and rolls back once it lasted
-   ``noData.rollbackAfter``; with ``noData.hold: false`` it counts as a failure instead.
+   ``noData.rollbackAfter``; with ``noData.hold: false`` it counts as a failure instead. Too
+   little traffic (fewer than ``minEvents``) is not missing data: it holds without that clock —
+   low traffic is never a failure — and ``stepTimeout`` bounds the wait.
 6. Otherwise the canary is HEALTHY on every SLO: after the step's ``hold`` of continuous health
    it advances to the next step; reaching 100 promotes. Guardrails bound the advance.
 7. A step that has not moved on within ``analysis.stepTimeout`` (health coming and going, data
@@ -92,13 +94,17 @@ def _hold(current: Mapping[str, int], memory: RolloutMemory, *why: str) -> Propo
 
 def _verdicts(
     spec: RolloutSpec, health: Mapping[str, Mapping[str, Health]]
-) -> tuple[list[str], list[str], list[str], list[str]]:
-    """(unavailable, degraded, unknown, shared) SLO messages for the canary.
+) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
+    """(unavailable, degraded, unknown, low traffic, shared) SLO messages for the canary.
 
     Called once the baseline found no regression: a canary unhealthy where the stable is
     unhealthy too is then a shared fault.
     """
-    unavailable, degraded, unknown, shared = [], [], [], []
+    unavailable: list[str] = []
+    degraded: list[str] = []
+    unknown: list[str] = []
+    quiet: list[str] = []
+    shared: list[str] = []
     canary = health.get(spec.canary, {})
     stable = health.get(spec.stable, {})
     for slo, verdict in sorted(canary.items()):
@@ -116,8 +122,8 @@ def _verdicts(
         elif verdict.level is Level.DEGRADED:
             degraded.append(text)
         elif verdict.level is Level.UNKNOWN:
-            unknown.append(text)
-    return unavailable, degraded, unknown, shared
+            (quiet if verdict.low_traffic else unknown).append(text)
+    return unavailable, degraded, unknown, quiet, shared
 
 
 def decide(
@@ -154,7 +160,7 @@ def decide(
     if in_step >= spec.analysis.step_timeout:
         why = f"no conclusion within stepTimeout {format_duration(spec.analysis.step_timeout)}"
         return _rollback(spec, memory, now, why)
-    unavailable, degraded, unknown, shared = _verdicts(spec, health)
+    unavailable, degraded, unknown, quiet, shared = _verdicts(spec, health)
     if unavailable:
         return _rollback(spec, memory, now, "UNAVAILABLE: " + "; ".join(unavailable))
 
@@ -180,6 +186,12 @@ def decide(
         return _hold(current, waiting, "no data is not good news: " + "; ".join(unknown))
 
     memory = replace(memory, no_data_since=None)
+    if quiet:  # not enough evidence: wait for traffic; stepTimeout bounds the wait
+        return _hold(
+            current,
+            replace(memory, healthy_since=None),
+            "not enough traffic to judge: " + "; ".join(quiet),
+        )
     if shared:
         return _hold(current, replace(memory, healthy_since=None), *shared)
 

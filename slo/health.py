@@ -83,6 +83,7 @@ class Health:
     reason: str
     evidence: tuple[Evidence, ...] = ()
     error: str | None = None
+    low_traffic: bool = False  # UNKNOWN because fewer than minEvents requests were seen
 
 
 def is_budget_based(spec: SLOSpec) -> bool:
@@ -158,6 +159,7 @@ def judge(
                 Level.UNKNOWN,
                 f"{shortest:g} requests in {format_duration(windows[0])}, fewer than minEvents "
                 f"{spec.min_events}",
+                low_traffic=True,
             )
 
     budget = error_budget(spec) if is_budget_based(spec) else None

@@ -583,3 +583,14 @@ def test_bound_leaves_moves_toward_safety_alone() -> None:
 def test_apportion_keeps_the_total_and_floors_bounded_backends() -> None:
     assert apportion({"a": 1, "b": 1, "c": 1}) == {"a": 34, "b": 33, "c": 33}
     assert apportion({"x": 12.9, "y": 87.1}, floor=["x"]) == {"x": 12, "y": 88}
+
+
+def test_low_traffic_holds_without_the_no_data_clock() -> None:
+    quiet = Health(K, "12 requests in 1m, fewer than minEvents 50", low_traffic=True)
+    health = {"v1": levels(v1=H)["v1"], "v2": {"errors": quiet, "latency": quiet}}
+    proposal = rollout.decide(ROLLOUT, progressing(1), health, None, canary(25), at(30))
+    assert proposal.action == "hold"
+    assert proposal.memory.no_data_since is None
+    assert any("not enough traffic" in r for r in proposal.reasons)
+    late = rollout.decide(ROLLOUT, progressing(1), health, None, canary(25), at(60))
+    assert late.action == "rollback"  # stepTimeout still ends the wait
