@@ -12,6 +12,11 @@ The judgement, in order:
    than ``minEvents`` requests. No data is not good news.
 2. UNAVAILABLE if every ``unavailable`` window exceeds its threshold.
 3. DEGRADED if every ``degraded`` window exceeds its threshold.
+
+For a budget-based SLO that counts requests, a level also needs at least ``minBadEvents`` bad
+events (error ratio × requests) in each of its windows; crossed on fewer, the verdict is UNKNOWN
+(not enough evidence, ``low_traffic``) — after both full levels, before HEALTHY. Low traffic is
+judged on evidence, never on one bad request.
 4. HEALTHY otherwise.
 
 "Exceeds" is strict: a budget-based SLO compares the burn rate (error ratio ÷ error budget) with
@@ -129,6 +134,15 @@ def exceeds(threshold: LevelThreshold, measured: float) -> bool:
     return measured > threshold.value
 
 
+def _enough_bad(spec: SLOSpec, budget: float | None, m: WindowMeasurement) -> bool:
+    """Budget-based SLOs that count requests: at least ``minBadEvents`` bad ones in the window
+    (the error ratio times the request count), so one bad request never decides."""
+    if budget is None or m.events is None or not counts_events(spec):
+        return True
+    assert m.value is not None
+    return m.value * m.events >= spec.min_bad_events
+
+
 def _present(value: float | None) -> bool:
     return value is not None and not math.isnan(value)
 
@@ -165,8 +179,10 @@ def judge(
     budget = error_budget(spec) if is_budget_based(spec) else None
     h = health_spec(spec)
     evidence: list[Evidence] = []
+    thin: list[Level] = []  # levels whose thresholds are crossed on too few bad events
     for level, threshold in ((Level.UNAVAILABLE, h.unavailable), (Level.DEGRADED, h.degraded)):
         rows = []
+        enough = True
         for window in threshold.windows:
             m = measurements[window]
             assert m.value is not None
@@ -182,9 +198,20 @@ def judge(
                     m.events,
                 )
             )
+            enough = enough and _enough_bad(spec, budget, m)
         evidence.extend(rows)
         if all(row.exceeded for row in rows):
-            return Health(level, _reason(level, rows), tuple(evidence))
+            if enough:
+                return Health(level, _reason(level, rows), tuple(evidence))
+            thin.append(level)
+    if thin:
+        return Health(
+            Level.UNKNOWN,
+            f"past the {thin[0].name} threshold on fewer than minBadEvents "
+            f"{spec.min_bad_events} bad requests: not enough evidence",
+            tuple(evidence),
+            low_traffic=True,
+        )
     return Health(Level.HEALTHY, "within every threshold", tuple(evidence))
 
 

@@ -254,6 +254,12 @@ class SLOSpec(Model):
     indicator: Indicator
     health: HealthSpec | None = None
     min_events: int = Field(default=50, ge=0)
+    min_bad_events: int = Field(
+        default=3,
+        ge=0,
+        description="budget-based: a window counts as exceeded only with at least this many "
+        "bad events in it (one bad request never makes a backend unhealthy)",
+    )
     labels: dict[LabelName, str] = Field(default_factory=dict)
     alerting: Alerting = Field(default_factory=Alerting)
 

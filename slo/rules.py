@@ -114,14 +114,30 @@ def _level_expr(slo: SLO) -> str:
         unknown.append(f"(({e} != bool {e}) == 1) * -1")
         unknown.append(f"(({e} < bool {_num(spec.min_events)}) == 1) * -1")
 
-    def exceeded(threshold: LevelThreshold) -> str:
+    evidenced = is_budget_based(spec) and counts_events(spec)  # health.py's minBadEvents
+
+    def crossed(threshold: LevelThreshold) -> str:
         op = "<" if threshold.comparison == "below" else ">"
         return _all_of(
             f"({_at(main, name, w)} {op} bool {_num(threshold.value)})" for w in threshold.windows
         )
 
+    def proven(threshold: LevelThreshold) -> str:
+        if not evidenced:
+            return crossed(threshold)
+        conditions = [
+            f"({_at(main, name, w)} > bool {_num(threshold.value)})"
+            f" * ({_at(ERROR_RATIO, name, w)} * {_at(EVENTS, name, w)}"
+            f" >= bool {_num(spec.min_bad_events)})"
+            for w in threshold.windows
+        ]
+        return _all_of(conditions)
+
     h = health_spec(spec)
-    terms = [*unknown, f"{exceeded(h.unavailable)} * 2", exceeded(h.degraded), f"{base} * 0"]
+    terms = [*unknown, f"{proven(h.unavailable)} * 2", proven(h.degraded)]
+    if evidenced:  # crossed on too few bad events: not enough evidence
+        terms += [f"({crossed(t)} unless {proven(t)}) * -1" for t in (h.unavailable, h.degraded)]
+    terms.append(f"{base} * 0")
     return "\n  or\n".join(f"({t})" for t in terms)
 
 

@@ -240,11 +240,16 @@ BUDGET_CASES = [
     budget("only-ratios-no-events", UNKNOWN, (0.001, 0.001, 0.001), events=(None, None, None)),
     # minEvents counts the shortest window, and only that one.
     budget("events-below-min", UNKNOWN, (0.05, 0.05, 0.05), events=(49.0, 3000.0, 18000.0)),
-    budget("events-exactly-min", UNAVAILABLE, (0.05, 0.05, 0.05), events=(50.0, 3000.0, 18000.0)),
+    budget("events-exactly-min", UNAVAILABLE, (0.1, 0.1, 0.1), events=(50.0, 3000.0, 18000.0)),
+    # minBadEvents: crossed on fewer than 3 bad requests is not proof
+    budget(
+        "two-bad-in-the-1m-window", DEGRADED, (0.05, 0.05, 0.05), events=(50.0, 3000.0, 18000.0)
+    ),
+    budget("two-bad-everywhere", UNKNOWN, (0.04, 0.04, 0.04), events=(50.0, 50.0, 50.0)),
     budget("events-nan", UNKNOWN, (0.001, 0.001, 0.001), events=(NAN, 3000.0, 18000.0)),
     budget("events-missing-in-1m", UNKNOWN, (0.001, 0.001, 0.001), events=(None, 3000.0, 18000.0)),
     budget(
-        "few-events-in-longer-windows", DEGRADED, (0.008, 0.008, 0.008), events=(60.0, 10.0, 0.0)
+        "few-events-in-longer-windows", UNKNOWN, (0.008, 0.008, 0.008), events=(60.0, 10.0, 0.0)
     ),
 ]
 

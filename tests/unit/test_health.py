@@ -112,13 +112,21 @@ CASES = [
     ("nan-ratio", BUDGET, ratios(0.001, NAN, 0.001), UNKNOWN),
     ("no-measurements", BUDGET, {}, UNKNOWN),
     ("events-below-min", BUDGET, ratios(0.05, 0.05, 0.05, events=49.0), UNKNOWN),
-    ("events-equal-to-min", BUDGET, ratios(0.05, 0.05, 0.05, events=50.0), UNAVAILABLE),
+    ("events-equal-to-min", BUDGET, ratios(0.1, 0.1, 0.1, events=50.0), UNAVAILABLE),
+    # Past the thresholds on fewer than minBadEvents (3) bad requests: not enough evidence.
+    ("too-few-bad-events", BUDGET, ratios(0.05, 0.05, 0.05, events=50.0), UNKNOWN),
+    (
+        "unavailable-unproven-but-degraded-proven",
+        BUDGET,
+        ratios(0.05, 0.05, 0.05, events={"1m": 50.0, "5m": 3000.0, "30m": 18000.0}),
+        DEGRADED,
+    ),
     ("events-unknown", BUDGET, ratios(0.05, 0.05, 0.05, events=None), UNKNOWN),
     ("events-nan", BUDGET, ratios(0.05, 0.05, 0.05, events=NAN), UNKNOWN),
     (
         "min-events-counts-the-shortest-window-only",
         BUDGET,
-        ratios(0.05, 0.05, 0.05, events={"1m": 50.0, "5m": 3.0, "30m": None}),
+        ratios(0.1, 0.1, 0.1, events={"1m": 50.0, "5m": 3000.0, "30m": None}),
         UNAVAILABLE,
     ),
     ("p95-healthy", P95, measure({"1m": 0.1, "5m": 0.2}), HEALTHY),
