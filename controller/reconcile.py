@@ -24,7 +24,14 @@ from trimtab.slo.baseline import BaselineResult, BaselineSettings, compare
 from trimtab.slo.durations import format_duration
 from trimtab.slo.health import Health, counts_events, health_windows, is_budget_based
 from trimtab.slo.models import Balance, Rollout
-from trimtab.slo.ports import Measurements, MetricSource, TrafficAdapter, Verification
+from trimtab.slo.ports import (
+    Measurements,
+    MetricSource,
+    SeriesRequest,
+    SeriesResult,
+    TrafficAdapter,
+    Verification,
+)
 from trimtab.slo.traffic import TrafficError, TransientTrafficError
 
 from . import balance, rollout
@@ -65,11 +72,27 @@ class Reconciler:
 
     def cycle(self, targets: Sequence[Target], now: datetime) -> list[Decision]:
         """One measurement batch for every target, then one decision per target."""
-        measurements = self.config.source.query([r for t in targets for r in requests_for(t)], now)
-        return [self.reconcile(target, measurements, now) for target in targets]
+        plans = {t.key: self._requests(t, now) for t in targets}
+        measurements = self.config.source.query([r for rs in plans.values() for r in rs], now)
+        return [self.reconcile(t, measurements, now, plans[t.key]) for t in targets]
 
-    def reconcile(self, target: Target, measurements: Measurements, now: datetime) -> Decision:
+    def _requests(self, target: Target, now: datetime) -> list[SeriesRequest]:
+        """What to measure for ``target``: a progressing Rollout's windows clip to its last
+        shift (DESIGN.md section 5, step 3)."""
+        state = self.config.states.load(target.key)
+        since = state.step_started_at if state.phase == Phase.PROGRESSING else None
+        age = None if since is None else (now - since).total_seconds()
+        return requests_for(target, shifted_for=age)
+
+    def reconcile(
+        self,
+        target: Target,
+        measurements: Measurements,
+        now: datetime,
+        requests: Sequence[SeriesRequest] | None = None,
+    ) -> Decision:
         """One target's cycle; returns its decision (recorded when it says something new)."""
+        requests = requests_for(target) if requests is None else requests
         config = self.config
         states = config.states
         state = states.load(target.key)
@@ -104,7 +127,7 @@ class Reconciler:
             )
 
         # 3-4. Measure (one batch for every target, done by cycle()) and judge
-        results = [measurements[r] for r in requests_for(target)]
+        results = [measurements[r] for r in requests]
         health = {
             b: {result.request.slo.metadata.name: result.health(b) for result in results}
             for b in target.backends
@@ -114,11 +137,7 @@ class Reconciler:
         spec = config.specs[target.key]
         if isinstance(spec, Rollout):
             memory = _rollout_memory(state, spec)
-            baseline = (
-                self._baseline(target, spec, measurements, memory, now)
-                if spec.spec.analysis.baseline
-                else None
-            )
+            baseline = self._baseline(results, spec) if spec.spec.analysis.baseline else None
             proposal = rollout.decide(spec.spec, memory, health, baseline, actual, now)
             action, desired = proposal.action, proposal.desired
             reasons, notes = proposal.reasons, proposal.guardrails
@@ -276,28 +295,17 @@ class Reconciler:
             target.key, state.with_(applied=dict(intent.weights), intent=None)
         )
 
-    def _baseline(
-        self,
-        target: Target,
-        spec: Rollout,
-        measurements: Measurements,
-        memory: rollout.RolloutMemory,
-        now: datetime,
-    ) -> BaselineResult | None:
+    def _baseline(self, results: Sequence[SeriesResult], spec: Rollout) -> BaselineResult | None:
         """Canary against stable on the first budget-based SLO with request counts, over its
-        longest health window that fits in the current step (counts of an earlier step never
-        judge this one); ``None`` until a window fits."""
-        age = (now - (memory.step_started_at or now)).total_seconds()
-        for request in requests_for(target):
-            if not (is_budget_based(request.slo.spec) and counts_events(request.slo.spec)):
+        longest window — clipped to the last shift, so the counts of an earlier split never
+        judge this one."""
+        for result in results:
+            slo_spec = result.request.slo.spec
+            if not (is_budget_based(slo_spec) and counts_events(slo_spec)):
                 continue
-            result = measurements[request]
-            usable = [w for w in health_windows(request.slo.spec) if w <= age]
-            if not usable:
-                return None
-            window = usable[-1]
-            canary = result.windows(spec.spec.canary).get(window)
-            stable = result.windows(spec.spec.stable).get(window)
+            window = health_windows(slo_spec)[-1]
+            canary = result.judged(spec.spec.canary).get(window)
+            stable = result.judged(spec.spec.stable).get(window)
             if canary is None or stable is None or canary.value is None or stable.value is None:
                 continue
             if canary.events is None or stable.events is None:

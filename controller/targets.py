@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from trimtab.slo import Config
@@ -21,6 +22,7 @@ class Target:
     backends: tuple[str, ...]
     slos: tuple[tuple[SLO, tuple[tuple[str, str], ...]], ...]  # (SLO, sorted params)
     dry_run: bool
+    interval: float | None = None  # a Rollout's analysis interval: windows clip to multiples
 
     @property
     def key(self) -> str:
@@ -46,12 +48,21 @@ def _target(
     slos = tuple(
         (config.slos[ref.name], tuple(sorted(ref.params.items()))) for ref in model.spec.slos
     )
-    return Target(kind, name, backends, slos, model.spec.dry_run)
+    interval = model.spec.analysis.interval if isinstance(model, Rollout) else None
+    return Target(kind, name, backends, slos, model.spec.dry_run, interval)
 
 
-def requests_for(target: Target) -> list[SeriesRequest]:
-    """One request per SLO of ``target``, for every window its health definition names."""
+def requests_for(target: Target, *, shifted_for: float | None = None) -> list[SeriesRequest]:
+    """One request per SLO of ``target``, for every window its health definition names.
+
+    ``shifted_for``: seconds since a Rollout's last shift. Windows longer than that are clipped
+    to it, rounded down to whole analysis intervals (at least one), so the traffic split before
+    the shift never judges the canary, and targets shifted at similar times still share queries.
+    """
+    clip = None
+    if shifted_for is not None and target.interval:
+        clip = max(target.interval, math.floor(shifted_for / target.interval) * target.interval)
     return [
-        SeriesRequest.of(target.key, slo, dict(params), health_windows(slo.spec))
+        SeriesRequest.of(target.key, slo, dict(params), health_windows(slo.spec), clip_to=clip)
         for slo, params in target.slos
     ]

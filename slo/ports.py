@@ -41,15 +41,30 @@ class SeriesRequest:
     target: str  # who asks, e.g. "Rollout/checkout"
     slo: SLO
     params: tuple[tuple[str, str], ...] = ()  # sorted (placeholder, value) pairs
-    windows: tuple[float, ...] = ()
+    windows: tuple[float, ...] = ()  # the windows measured
+    clipped: tuple[tuple[float, float], ...] = ()  # (SLO window, shorter window measured)
 
     @staticmethod
     def of(
-        target: str, slo: SLO, params: Mapping[str, str], windows: Sequence[float]
+        target: str,
+        slo: SLO,
+        params: Mapping[str, str],
+        windows: Sequence[float],
+        *,
+        clip_to: float | None = None,
     ) -> SeriesRequest:
-        """A request with its params and windows in canonical (sorted) order."""
+        """A request with its params and windows in canonical (sorted) order.
+
+        ``clip_to`` shortens every longer window to that many seconds (the time since the last
+        shift): data from before a change never judges what changed.
+        """
+        measured = {w: w if clip_to is None else min(w, clip_to) for w in windows}
         return SeriesRequest(
-            target, slo, tuple(sorted(params.items())), tuple(sorted(set(windows)))
+            target,
+            slo,
+            tuple(sorted(params.items())),
+            tuple(sorted(set(measured.values()))),
+            tuple(sorted((w, m) for w, m in measured.items() if m != w)),
         )
 
     @property
@@ -71,8 +86,20 @@ class SeriesResult:
     errors: Mapping[float, str] = field(default_factory=dict)
 
     def windows(self, backend: str) -> Mapping[float, WindowMeasurement]:
-        """The measurements of one backend (empty when its series were absent)."""
+        """The measurements of one backend by window measured (empty when it was absent)."""
         return self.backends.get(backend, {})
+
+    def judged(self, backend: str) -> Mapping[float, WindowMeasurement]:
+        """The measurements of one backend by the SLO's windows (a clipped window stands for
+        the window it was clipped from)."""
+        raw = self.windows(backend)
+        if not self.request.clipped:
+            return raw
+        out = dict(raw)
+        for nominal, measured in self.request.clipped:
+            if measured in raw:
+                out[nominal] = raw[measured]
+        return out
 
     @property
     def error(self) -> str | None:
@@ -82,7 +109,7 @@ class SeriesResult:
 
     def health(self, backend: str) -> Health:
         """The shared judgement of this SLO for ``backend``."""
-        return judge(self.request.slo.spec, self.windows(backend), error=self.error)
+        return judge(self.request.slo.spec, self.judged(backend), error=self.error)
 
 
 @dataclass(frozen=True)

@@ -204,3 +204,31 @@ def test_a_transient_adapter_error_is_retried(tmp_path: Path) -> None:
     assert r.run(0) == "advance"
     assert r.adapter.calls == [{"v1": 90, "v2": 10}, {"v1": 90, "v2": 10}]
     assert r.adapter.weights == {"v1": 90, "v2": 10}
+
+
+def test_windows_clip_to_the_time_since_the_last_shift(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    r.run(0)  # shift to 10 %
+    r.run(1.25)  # 75 s after the shift: whole 30 s intervals → 60 s
+    requests, _ = r.source.history[-1]
+    [request] = requests
+    assert request.windows == (60.0,)  # 1m, 5m and 30m all measured over the last 60 s
+    assert dict(request.clipped) == {300.0: 60.0, 1800.0: 60.0}
+    for minute in range(2, 30):
+        r.run(minute)
+    assert r.states.load(TARGET.key).phase == "Promoted"
+    requests, _ = r.source.history[-1]
+    assert requests[0].clipped == ()  # only a progressing rollout clips
+
+
+def test_a_clipped_window_stands_for_the_slo_window_in_the_judgement() -> None:
+    from trimtab.slo.health import WindowMeasurement
+    from trimtab.slo.ports import SeriesRequest, SeriesResult
+
+    slo = CONFIG.slos["errors"]
+    request = SeriesRequest.of("Rollout/shop", slo, {}, (60.0, 300.0, 1800.0), clip_to=90.0)
+    assert request.windows == (60.0, 90.0)
+    measured = {60.0: WindowMeasurement(0.2, 100.0), 90.0: WindowMeasurement(0.2, 150.0)}
+    result = SeriesResult(request, {"v2": measured})
+    assert set(result.judged("v2")) == {60.0, 90.0, 300.0, 1800.0}
+    assert result.health("v2").level.name == "UNAVAILABLE"
