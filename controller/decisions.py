@@ -225,8 +225,8 @@ class DecisionLog:
         return str(obj["hash"])
 
     def _count(self, fd: int, last: bytes | None) -> int:
-        """How many records the log holds: from the head when it is current (or one behind
-        after a crash), else counted; a head that disagrees is kept aside as evidence."""
+        """How many records the log holds: from the head when it is current (or behind after
+        crashes), else counted; a head that disagrees is kept aside as evidence."""
         head = self._read_head()
         obj = None if last is None else parse_line(last)
         if head is not None and obj is not None:
@@ -234,6 +234,10 @@ class DecisionLog:
                 return head[0]
             if head[1] == obj["prevHash"]:
                 return head[0] + 1
+        lines = [line for line in _read_all(fd).split(b"\n") if line]
+        behind = head is not None and 0 < head[0] <= len(lines)
+        if behind and head is not None and self._hash_of(lines[head[0] - 1]) == head[1]:
+            return len(lines)  # several crashes cut several head updates: still a chain
         if head is not None and not self.mismatch_path.exists():
             os.replace(self.head_path, self.mismatch_path)
             log.error("%s disagrees with %s; kept as %s", self.head_path, self.path.name,

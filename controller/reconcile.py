@@ -72,17 +72,10 @@ class Reconciler:
 
     def cycle(self, targets: Sequence[Target], now: datetime) -> list[Decision]:
         """One measurement batch for every target, then one decision per target."""
-        plans = {t.key: self._requests(t, now) for t in targets}
+        states = {t.key: self.config.states.load(t.key) for t in targets}
+        plans = {t.key: _requests(t, states[t.key], now) for t in targets}
         measurements = self.config.source.query([r for rs in plans.values() for r in rs], now)
-        return [self.reconcile(t, measurements, now, plans[t.key]) for t in targets]
-
-    def _requests(self, target: Target, now: datetime) -> list[SeriesRequest]:
-        """What to measure for ``target``: a progressing Rollout's windows clip to its last
-        shift (DESIGN.md section 5, step 3)."""
-        state = self.config.states.load(target.key)
-        since = state.step_started_at if state.phase == Phase.PROGRESSING else None
-        age = None if since is None else (now - since).total_seconds()
-        return requests_for(target, shifted_for=age)
+        return [self.reconcile(t, measurements, now, plans[t.key], states[t.key]) for t in targets]
 
     def reconcile(
         self,
@@ -90,12 +83,16 @@ class Reconciler:
         measurements: Measurements,
         now: datetime,
         requests: Sequence[SeriesRequest] | None = None,
+        state: TargetState | None = None,
     ) -> Decision:
-        """One target's cycle; returns its decision (recorded when it says something new)."""
-        requests = requests_for(target) if requests is None else requests
+        """One target's cycle; returns its decision (recorded when it says something new).
+
+        ``requests`` and ``state`` are what :meth:`cycle` already built and read.
+        """
         config = self.config
         states = config.states
-        state = states.load(target.key)
+        state = states.load(target.key) if state is None else state
+        requests = _requests(target, state, now) if requests is None else requests
         adapter = config.adapters[target.key]
         dry_run = config.dry_run or target.dry_run
 
@@ -353,6 +350,15 @@ class Reconciler:
             phase=state.phase,
         )
         return self._record(decision)
+
+
+def _requests(target: Target, state: TargetState, now: datetime) -> list[SeriesRequest]:
+    """What to measure for ``target``: a progressing Rollout's windows clip to its last shift
+    (DESIGN.md section 5, step 3)."""
+    since = state.step_started_at if state.phase == Phase.PROGRESSING else None
+    return requests_for(
+        target, shifted_for=None if since is None else (now - since).total_seconds()
+    )
 
 
 def _reason_rows(health: Mapping[str, Mapping[str, Health]]) -> list[dict[str, object]]:

@@ -373,10 +373,12 @@ def head_findings(links: Sequence[Link], head: tuple[int, str] | None) -> list[F
     if at_count != last:
         why = f"the head names a hash that record {count} does not have"
         return [Finding(FindingKind.HEAD_MISMATCH, count or None, why)]
-    if count == n - 1:
-        why = "written, the head not updated (a crash between the two); the next append fixes it"
-        return [Finding(FindingKind.HEAD_BEHIND, n, why)]
     if count < n:
-        why = f"{n - count} records after the head: appended by something other than this log"
-        return [Finding(FindingKind.HEAD_MISMATCH, count + 1, why)]
+        # Records chained on after the record the head names: appends whose head update a crash
+        # cut off (two crashes in a row leave it two behind). Truncation makes the head *ahead*.
+        why = (
+            f"{n - count} record(s) written after the head's last update (a crash between "
+            "writing and updating the head); the next append fixes it"
+        )
+        return [Finding(FindingKind.HEAD_BEHIND, count + 1, why)]
     return []

@@ -475,3 +475,16 @@ def test_two_processes_append_400_records_into_one_valid_chain(log: DecisionLog)
     for actor in ("alice", "bob"):
         mine = [int(r.reasons[0]["message"]) for r in records if r.actor == actor]
         assert mine == list(range(200))
+
+
+def test_a_head_several_records_behind_is_a_crash_artifact_the_next_append_fixes(
+    log: DecisionLog,
+) -> None:
+    sealed = fill(log, 3)
+    log._write_head(1, sealed[0].hash or "")  # two crashes in a row cut two head updates
+    result = log.verify()
+    assert result.kinds() == {FindingKind.HEAD_BEHIND}
+    assert not result.tampered
+    log.append(decision(9))
+    assert log.verify().ok
+    assert not log.mismatch_path.exists()
