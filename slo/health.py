@@ -123,8 +123,7 @@ def health_spec(spec: SLOSpec) -> HealthSpec:
 
 def health_windows(spec: SLOSpec) -> tuple[float, ...]:
     """Every window the health definition names, shortest first."""
-    h = health_spec(spec)
-    return tuple(sorted(set(h.degraded.windows) | set(h.unavailable.windows)))
+    return health_spec(spec).windows
 
 
 def exceeds(threshold: LevelThreshold, measured: float) -> bool:
@@ -134,10 +133,10 @@ def exceeds(threshold: LevelThreshold, measured: float) -> bool:
     return measured > threshold.value
 
 
-def _enough_bad(spec: SLOSpec, budget: float | None, m: WindowMeasurement) -> bool:
+def _enough_bad(spec: SLOSpec, budget: float | None, m: WindowMeasurement, counting: bool) -> bool:
     """Budget-based SLOs that count requests: at least ``minBadEvents`` bad ones in the window
     (the error ratio times the request count), so one bad request never decides."""
-    if budget is None or m.events is None or not counts_events(spec):
+    if budget is None or m.events is None or not counting:
         return True
     assert m.value is not None
     return m.value * m.events >= spec.min_bad_events
@@ -161,7 +160,8 @@ def judge(
         m = measurements.get(window)
         if m is None or not _present(m.value):
             return Health(Level.UNKNOWN, f"no data in the {format_duration(window)} window")
-    if counts_events(spec):
+    counting = counts_events(spec)
+    if counting:
         shortest = measurements[windows[0]].events
         if not _present(shortest):
             return Health(
@@ -198,7 +198,7 @@ def judge(
                     m.events,
                 )
             )
-            enough = enough and _enough_bad(spec, budget, m)
+            enough = enough and _enough_bad(spec, budget, m, counting)
         evidence.extend(rows)
         if all(row.exceeded for row in rows):
             if enough:

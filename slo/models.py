@@ -217,6 +217,11 @@ class HealthSpec(Model):
     degraded: LevelThreshold
     unavailable: LevelThreshold
 
+    @cached_property
+    def windows(self) -> tuple[float, ...]:
+        """Every window either level names, shortest first (computed once)."""
+        return tuple(sorted(set(self.degraded.windows) | set(self.unavailable.windows)))
+
 
 DEFAULT_BUDGET_HEALTH = HealthSpec(
     degraded=LevelThreshold(burn_rate=6, windows=[300.0, 1800.0]),
