@@ -1,8 +1,9 @@
 """Wiring: from a loaded configuration to a ready :class:`~.reconcile.Reconciler`.
 
 Chooses the state directory (``--state-dir``, else the Controller's ``stateDir``, else
-``.trimtab``), builds one traffic adapter per target from its route block, and opens the
-decision log (``<stateDir>/decisions.jsonl``).
+``.trimtab``; a ``--dry-run`` keeps its state in ``<stateDir>/dry-run``), builds one traffic
+adapter per target from its route block, and opens the decision log
+(``<stateDir>/decisions.jsonl``).
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def wire(
         **{f"Balance/{n}": b for n, b in config.balances.items()},
     }
     adapters = {t.key: build_adapter(specs[t.key], t, dry_run=dry_run or t.dry_run) for t in chosen}
-    states = StateStore(directory)
+    # A dry run remembers the weights it would have set; kept apart, they never make a later
+    # real run see drift. Its decisions go to the one log, marked dryRun.
+    states = StateStore(directory / "dry-run" if dry_run else directory)
     log = DecisionLog(directory / "decisions.jsonl")
     reconciler = Reconciler(
         ReconcilerConfig(

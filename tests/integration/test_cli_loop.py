@@ -143,6 +143,13 @@ def test_dry_run_writes_no_weights_and_records_dry_run(workdir: Path) -> None:
     assert decision["dryRun"] is True
     assert decision["action"] == "advance"
     assert not (workdir / "weights.json").exists()
+    # A real run afterwards starts from the real weights: no drift from the dry run's.
+    real = trimtab(workdir, "run", "-f", "trimtab.yaml", "--once", "--warmup", "1.5", "-o", "json")
+    assert real.returncode == 0, real.stderr
+    [decision] = json.loads(real.stdout)
+    assert decision["action"] == "advance"
+    assert decision["dryRun"] is False
+    assert weights(workdir) == {"v1": 90, "v2": 10}
 
 
 def test_a_tampered_history_fails_verification(workdir: Path) -> None:
