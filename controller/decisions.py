@@ -36,6 +36,7 @@ from pathlib import Path
 
 from trimtab.slo.errors import TrimtabError
 
+from .durable import fsync_directory
 from .record import (
     GENESIS,
     Action,
@@ -115,7 +116,7 @@ class DecisionLog:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
             if created:
-                _fsync_dir(self.path.parent)
+                fsync_directory(self.path.parent)
             self._write_head(count + len(sealed), prev)
             return sealed
 
@@ -265,7 +266,7 @@ class DecisionLog:
         finally:
             os.close(fd)
         os.replace(tmp, self.head_path)
-        _fsync_dir(self.head_path.parent)
+        fsync_directory(self.head_path.parent)
 
 
 def _read_all(fd: int) -> bytes:
@@ -292,11 +293,3 @@ def _last_line(fd: int) -> bytes | None:
         return None
     start = _rfind_newline(fd, size - 1) + 1
     return os.pread(fd, size - 1 - start, start)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

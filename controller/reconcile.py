@@ -36,7 +36,7 @@ from trimtab.slo.traffic import TrafficError, TransientTrafficError
 
 from . import balance, rollout
 from .decisions import DecisionLog
-from .guardrails import HOUR
+from .guardrails import recent_shifts
 from .record import Action, Decision, DecisionWeights
 from .rollout import Phase
 from .state import Intent, Override, StateStore, TargetState
@@ -389,10 +389,6 @@ def _reason_rows(health: Mapping[str, Mapping[str, Health]]) -> list[dict[str, o
     return rows
 
 
-def _recent(times: Sequence[datetime], now: datetime) -> tuple[datetime, ...]:
-    return tuple(t for t in times if now - t < HOUR)
-
-
 def _rollout_memory(state: TargetState, spec: Rollout) -> rollout.RolloutMemory:
     return rollout.RolloutMemory(
         phase=Phase(state.phase),
@@ -420,7 +416,7 @@ def _with_rollout_memory(
         no_data_since=memory.no_data_since,
         paused_at=memory.paused_at,
         last_shift_at=memory.last_shift_at,
-        shift_times=_recent(memory.shift_times, now),
+        shift_times=tuple(recent_shifts(memory.shift_times, now)),
     )
 
 
@@ -440,5 +436,5 @@ def _with_balance_memory(
         drained={b: d for b, d in memory.drained.items() if d},
         healthy_since=dict(memory.healthy_since),
         last_shift_at=memory.last_shift_at,
-        shift_times=_recent(memory.shift_times, now),
+        shift_times=tuple(recent_shifts(memory.shift_times, now)),
     )

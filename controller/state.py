@@ -32,6 +32,8 @@ from typing import Any
 
 from trimtab.slo.errors import TrimtabError
 
+from .durable import fsync_directory
+
 __all__ = [
     "PHASES",
     "Intent",
@@ -319,7 +321,7 @@ class StateStore:
                 finally:
                     os.close(fd)
                 os.replace(tmp, path)
-                _fsync_dir(self.directory)
+                fsync_directory(self.directory)
             except OSError as e:
                 raise StateError(f"{path}: cannot save the state: {e}") from e
             return saved
@@ -340,11 +342,3 @@ class StateStore:
             yield
         finally:
             os.close(fd)  # releases the flock
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -434,10 +433,7 @@ def test_is_peer_document(data: object, expected: bool) -> None:
 
 
 @pytest.mark.integration
-def test_promql_of_every_converted_slo_passes_promtool(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
+def test_promql_of_every_converted_slo_passes_promtool(tmp_path: Path, promtool: str) -> None:
     extra = OPENSLO.replace("GOOD", "'sum(ok_total)'").replace("TOTAL", "all_total")
     slos = [s for relative in EXPECTED for s in read_file(relative)]
     slos += read_text(extra.replace("Occurrences", "Timeslices") + "      timeSliceTarget: 0.9\n"
