@@ -8,20 +8,31 @@ adapter per target from its route block, and opens the decision log
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trimtab.adapters.file import FileAdapter
 from trimtab.slo import Config
 from trimtab.slo.models import Balance, Rollout
-from trimtab.slo.ports import MetricSource, TrafficAdapter
+from trimtab.slo.ports import MetricSource, TrafficAdapter, Weights
+from trimtab.slo.routes import FileRoute
 
 from .decisions import DecisionLog
 from .reconcile import Reconciler, ReconcilerConfig
 from .state import StateStore
 from .targets import Target, targets
 
-__all__ = ["Wiring", "build_adapter", "state_dir", "wire"]
+__all__ = [
+    "FACTORIES",
+    "AdapterUnavailable",
+    "Wiring",
+    "build_adapter",
+    "nominal_weights",
+    "state_dir",
+    "wire",
+]
 
 
 class AdapterUnavailable(ValueError):
@@ -37,20 +48,39 @@ def state_dir(config: Config, override: Path | None) -> Path:
     return Path(".trimtab")
 
 
+AdapterFactory = Callable[[Any, Sequence[str], Weights, bool], TrafficAdapter]
+"""Builds a traffic adapter from (route block, backends, nominal weights, dry_run)."""
+
+
+def _file(
+    route: FileRoute, backends: Sequence[str], nominal: Weights, dry_run: bool
+) -> FileAdapter:
+    return FileAdapter(route, backends, initial=nominal, create=not dry_run)
+
+
+# One entry per adapter block this version can drive, by its YAML name.
+FACTORIES: dict[str, AdapterFactory] = {
+    "file": _file,
+}
+
+
+def nominal_weights(spec: Rollout | Balance) -> Weights:
+    """Where traffic starts: all on a Rollout's stable, a Balance's nominal weights."""
+    if isinstance(spec, Rollout):
+        return {spec.spec.stable: 100, spec.spec.canary: 0}
+    return dict(spec.spec.backends)
+
+
 def build_adapter(spec: Rollout | Balance, target: Target, *, dry_run: bool) -> TrafficAdapter:
     """The traffic adapter of a target's route block (which writes nothing in dry-run)."""
-    route = spec.spec.route
-    if route.file is not None:
-        nominal = (
-            {spec.spec.stable: 100, spec.spec.canary: 0}
-            if isinstance(spec, Rollout)
-            else dict(spec.spec.backends)
+    name, block = spec.spec.route.chosen
+    factory = FACTORIES.get(name)
+    if factory is None:
+        raise AdapterUnavailable(
+            f"{target.key}: the {name} adapter is not available in this version yet; "
+            f"use one of {', '.join(sorted(FACTORIES))}, or `trimtab plan` to see decisions"
         )
-        return FileAdapter(route.file, target.backends, initial=nominal, create=not dry_run)
-    raise AdapterUnavailable(
-        f"{target.key}: the {route.adapter} adapter is not available in this version yet; "
-        "use the file adapter or `trimtab plan` to see decisions"
-    )
+    return factory(block, target.backends, nominal_weights(spec), dry_run)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ VENV=${TRIMTAB_VENV:-$ROOT/.venv}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Servers and tools the integration tests need, as "command:Debian package".
-SYSTEM_TOOLS=(promtool:prometheus prometheus:prometheus openssl:openssl)
+SYSTEM_TOOLS=(promtool:prometheus prometheus:prometheus openssl:openssl nginx:nginx haproxy:haproxy)
 
 say() { printf '==> %s\n' "$*" >&2; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
@@ -108,7 +108,7 @@ ensure_venv() {
     compgen -G "$ROOT/build/__editable__.trimtab-*" >/dev/null; then
     return 0
   fi
-  say "pip install -e '.[test]' --config-settings editable_mode=strict"
-  "$VENV/bin/python" -m pip install -q -e '.[test]' --config-settings editable_mode=strict
+  say "pip install -e '.[demo,test]' --config-settings editable_mode=strict"
+  "$VENV/bin/python" -m pip install -q -e '.[demo,test]' --config-settings editable_mode=strict
   echo "$stamp" >"$stamp_file"
 }
