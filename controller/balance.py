@@ -24,6 +24,7 @@ from trimtab.slo.durations import format_duration
 from trimtab.slo.health import Health, Level
 from trimtab.slo.models import BalanceSpec
 
+from .causes import Cause
 from .guardrails import GuardrailNote, Limits, apportion, bound
 
 __all__ = ["BalanceMemory", "BalanceProposal", "decide", "weights_for"]
@@ -46,6 +47,7 @@ class BalanceProposal:
     memory: BalanceMemory
     reasons: tuple[str, ...] = ()
     guardrails: tuple[GuardrailNote, ...] = ()
+    cause: Cause = field(kw_only=True)
 
 
 _ORDER = {Level.UNAVAILABLE: 0, Level.DEGRADED: 1, Level.UNKNOWN: 2, Level.HEALTHY: 3}
@@ -90,7 +92,9 @@ def decide(
     sick = [b for b in carrying if levels[b] in (Level.DEGRADED, Level.UNAVAILABLE)]
     if carrying and len(sick) == len(carrying):
         why = "every backend is unhealthy (" + ", ".join(f"{b} {levels[b].name}" for b in sick)
-        return BalanceProposal("hold", dict(current), memory, (why + "): no safe place",))
+        return BalanceProposal(
+            "hold", dict(current), memory, (why + "): no safe place",), cause=Cause.ALL_UNHEALTHY
+        )
 
     wanted = dict(drained)
     for b, level in levels.items():
@@ -121,8 +125,14 @@ def decide(
         f"{b} UNKNOWN: its drain is kept" for b in spec.backends if levels[b] is Level.UNKNOWN
     ]
     action = "hold" if reasons or any(drained.values()) else "none"
+    if waiting:
+        cause = Cause.RESTORE_WAITING
+    elif any(levels[b] is Level.UNKNOWN for b in spec.backends):
+        cause = Cause.NO_DATA
+    else:
+        cause = Cause.DRAIN if any(drained.values()) else Cause.BALANCED
     return BalanceProposal(
-        action, weights_for(spec, drained), memory, tuple(reasons) or ("all healthy",)
+        action, weights_for(spec, drained), memory, tuple(reasons) or ("all healthy",), cause=cause
     )
 
 
@@ -171,12 +181,24 @@ def _drain(
     )
     if _capacity(spec, granted) >= 100:  # maxDrain 100 and nothing left to serve: no safe place
         held = ("draining would leave no backend serving: holding",)
-        return BalanceProposal("hold", weights_for(spec, drained), memory, held, tuple(notes))
+        return BalanceProposal(
+            "hold",
+            weights_for(spec, drained),
+            memory,
+            held,
+            tuple(notes),
+            cause=Cause.ALL_UNHEALTHY,
+        )
     if not reasons:
         held = ("maxDrain reached: nothing more can be drained",)
-        return BalanceProposal("hold", weights_for(spec, drained), memory, held, tuple(notes))
+        return BalanceProposal(
+            "hold", weights_for(spec, drained), memory, held, tuple(notes), cause=Cause.MAX_DRAIN
+        )
     moved = replace(memory, drained=granted)
-    return BalanceProposal("drain", weights_for(spec, granted), moved, reasons, tuple(notes))
+    cause = Cause.MAX_DRAIN if notes else Cause.DRAIN
+    return BalanceProposal(
+        "drain", weights_for(spec, granted), moved, reasons, tuple(notes), cause=cause
+    )
 
 
 def _restore(
@@ -210,7 +232,12 @@ def _restore(
     )
     if weights != desired:
         return BalanceProposal(
-            "hold", dict(current), memory, ("restore held by a guardrail",), tuple(notes)
+            "hold",
+            dict(current),
+            memory,
+            ("restore held by a guardrail",),
+            tuple(notes),
+            cause=Cause.GUARDRAIL,
         )
     moved = replace(
         memory, drained=lowered, last_shift_at=now, shift_times=(*memory.shift_times, now)
@@ -218,4 +245,4 @@ def _restore(
     reasons = tuple(
         f"{b} HEALTHY for restoreAfter: drain {drained[b]}% → {lowered[b]}%" for b in restoring
     )
-    return BalanceProposal("restore", weights, moved, reasons)
+    return BalanceProposal("restore", weights, moved, reasons, cause=Cause.RESTORE)

@@ -35,6 +35,7 @@ from trimtab.slo.ports import (
 from trimtab.slo.traffic import TrafficError, TransientTrafficError
 
 from . import balance, rollout
+from .causes import Cause
 from .decisions import DecisionLog
 from .guardrails import recent_shifts
 from .record import Action, Decision, DecisionWeights
@@ -100,7 +101,9 @@ class Reconciler:
         try:
             actual = dict(adapter.get_weights())
         except TrafficError as error:
-            return self._hold(target, state, {}, now, f"cannot read the weights: {error}")
+            return self._hold(
+                target, state, {}, now, Cause.ADAPTER_ERROR, f"cannot read the weights: {error}"
+            )
         if dry_run and state.applied is not None:
             actual = dict(state.applied)  # dry-run: judge from the weights it would have set
 
@@ -108,7 +111,8 @@ class Reconciler:
         if state.intent is not None and not dry_run:
             settled = self._settle(target, state, adapter, actual)
             if settled is None:
-                return self._hold(target, state, actual, now, "waiting for the proxy to apply")
+                why = "waiting for the proxy to apply"
+                return self._hold(target, state, actual, now, Cause.VERIFY_PENDING, why)
             state = settled
             actual = dict(state.applied or actual)
         if state.applied is None:
@@ -119,6 +123,7 @@ class Reconciler:
                 state,
                 actual,
                 now,
+                Cause.DRIFT,
                 f"drift: the route serves {actual}, not the {dict(state.applied)} trimtab "
                 "applied; a person may be intervening. Holding until `trimtab resume`.",
             )
@@ -137,12 +142,12 @@ class Reconciler:
             baseline = self._baseline(results, spec) if spec.spec.analysis.baseline else None
             proposal = rollout.decide(spec.spec, memory, health, baseline, actual, now)
             action, desired = proposal.action, proposal.desired
-            reasons, notes = proposal.reasons, proposal.guardrails
+            reasons, notes, cause = proposal.reasons, proposal.guardrails, proposal.cause
             proposed = _with_rollout_memory(state, proposal.memory, spec, now)
         else:
             balanced = balance.decide(spec.spec, _balance_memory(state), health, actual, now)
             action, desired = balanced.action, balanced.desired
-            reasons, notes = balanced.reasons, balanced.guardrails
+            reasons, notes, cause = balanced.reasons, balanced.guardrails, balanced.cause
             proposed = _with_balance_memory(state, balanced.memory, now)
 
         # 6. Record, before acting
@@ -162,6 +167,7 @@ class Reconciler:
                 dry_run=dry_run,
                 actor=config.actor,
                 phase=proposed.phase,
+                cause=cause,
             )
         )
 
@@ -183,6 +189,7 @@ class Reconciler:
                 state,
                 actual,
                 now,
+                Cause.ADAPTER_ERROR,
                 f"the adapter refused {desired}: {error}; traffic left as it was",
             )
         self._settle(target, pending, adapter, desired)
@@ -236,6 +243,7 @@ class Reconciler:
                 dry_run=self.config.dry_run,
                 actor=actor,
                 phase=str(changes.get("phase", state.phase)),
+                cause=Cause.MANUAL,
             )
         )
         state = states.save(target.key, state.with_(**changes))
@@ -336,6 +344,7 @@ class Reconciler:
         state: TargetState,
         actual: Mapping[str, int],
         now: datetime,
+        cause: Cause,
         why: str,
     ) -> Decision:
         decision = Decision(
@@ -348,6 +357,7 @@ class Reconciler:
             dry_run=self.config.dry_run or target.dry_run,
             actor=self.config.actor,
             phase=state.phase,
+            cause=cause,
         )
         return self._record(decision)
 

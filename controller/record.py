@@ -148,7 +148,8 @@ class DecisionWeights:
 
 _KEYS = {
     "id": "id", "at": "at", "target": "target", "kind": "kind", "action": "action",
-    "phase": "phase", "weights": "weights", "health": "health", "reasons": "reasons",
+    "phase": "phase", "cause": "cause", "weights": "weights", "health": "health",
+    "reasons": "reasons",
     "guardrails": "guardrails", "dry_run": "dryRun", "actor": "actor", "trace_id": "traceId",
     "prev_hash": "prevHash", "hash": "hash",
 }  # fmt: skip
@@ -172,6 +173,7 @@ class Decision:
     actor: str = "controller"  # or the person behind a manual command
     trace_id: str | None = None
     phase: str | None = None  # the Rollout's phase after this decision
+    cause: str | None = None  # the rule behind it: a controller.causes.Cause value (runbooks/)
     prev_hash: str | None = None  # filled by DecisionLog.append
     hash: str | None = None  # filled by DecisionLog.append
 

@@ -34,6 +34,7 @@ from trimtab.slo.durations import format_duration
 from trimtab.slo.health import Health, Level
 from trimtab.slo.models import RolloutSpec
 
+from .causes import Cause
 from .guardrails import GuardrailNote, Limits, bound
 
 __all__ = ["Phase", "Proposal", "RolloutMemory", "decide", "weights_at"]
@@ -71,6 +72,7 @@ class Proposal:
     memory: RolloutMemory
     reasons: tuple[str, ...] = ()
     guardrails: tuple[GuardrailNote, ...] = field(default_factory=tuple)
+    cause: Cause = field(kw_only=True)
 
 
 def weights_at(spec: RolloutSpec, canary: int) -> dict[str, int]:
@@ -83,13 +85,15 @@ def _limits(spec: RolloutSpec) -> Limits:
     return Limits(g.max_step, g.min_interval, g.max_shifts_per_hour)
 
 
-def _rollback(spec: RolloutSpec, memory: RolloutMemory, now: datetime, why: str) -> Proposal:
+def _rollback(
+    spec: RolloutSpec, memory: RolloutMemory, now: datetime, cause: Cause, why: str
+) -> Proposal:
     done = replace(memory, phase=Phase.ROLLED_BACK, last_shift_at=now, failures=0)
-    return Proposal("rollback", weights_at(spec, 0), done, (why,))
+    return Proposal("rollback", weights_at(spec, 0), done, (why,), cause=cause)
 
 
-def _hold(current: Mapping[str, int], memory: RolloutMemory, *why: str) -> Proposal:
-    return Proposal("hold", dict(current), memory, tuple(why))
+def _hold(current: Mapping[str, int], memory: RolloutMemory, cause: Cause, *why: str) -> Proposal:
+    return Proposal("hold", dict(current), memory, tuple(why), cause=cause)
 
 
 def _verdicts(
@@ -137,9 +141,15 @@ def decide(
     """The next move of a Rollout (see the module docstring for the rules)."""
     canary_weight = current.get(spec.canary, 0)
     if memory.phase is Phase.ROLLED_BACK:
-        return Proposal("none", weights_at(spec, 0), memory, ("rolled back; waiting for a person",))
+        return Proposal(
+            "none",
+            weights_at(spec, 0),
+            memory,
+            ("rolled back; waiting for a person",),
+            cause=Cause.ROLLED_BACK,
+        )
     if memory.phase is Phase.PROMOTED:
-        return Proposal("none", weights_at(spec, 100), memory, ("promoted",))
+        return Proposal("none", weights_at(spec, 100), memory, ("promoted",), cause=Cause.PROMOTED)
     if memory.phase is Phase.PAUSED:
         paused_for = (now - (memory.paused_at or now)).total_seconds()
         if paused_for >= spec.analysis.pause_timeout:
@@ -147,22 +157,26 @@ def decide(
                 spec,
                 memory,
                 now,
+                Cause.PAUSE_TIMEOUT,
                 f"paused for {format_duration(spec.analysis.pause_timeout)}: timed out",
             )
-        return _hold(current, memory, "paused")
+        return _hold(current, memory, Cause.PAUSED, "paused")
     if memory.phase is Phase.PENDING:
         started = replace(memory, phase=Phase.PROGRESSING, step=-1, step_started_at=now)
-        return _advance(spec, started, current, now, "rollout started")
+        return _advance(spec, started, current, now, Cause.ROLLOUT_STARTED, "rollout started")
 
     if baseline is not None and baseline.verdict is Verdict.REGRESSION:
-        return _rollback(spec, memory, now, f"baseline: {baseline.reason}")
+        return _rollback(
+            spec, memory, now, Cause.BASELINE_REGRESSION, f"baseline: {baseline.reason}"
+        )
     in_step = (now - (memory.step_started_at or now)).total_seconds()
     if in_step >= spec.analysis.step_timeout:
         why = f"no conclusion within stepTimeout {format_duration(spec.analysis.step_timeout)}"
-        return _rollback(spec, memory, now, why)
+        return _rollback(spec, memory, now, Cause.STEP_TIMEOUT, why)
     unavailable, degraded, unknown, quiet, shared = _verdicts(spec, health)
     if unavailable:
-        return _rollback(spec, memory, now, "UNAVAILABLE: " + "; ".join(unavailable))
+        why = "UNAVAILABLE: " + "; ".join(unavailable)
+        return _rollback(spec, memory, now, Cause.CANARY_UNAVAILABLE, why)
 
     failed = list(degraded)
     if unknown and not spec.analysis.no_data.hold:
@@ -172,28 +186,29 @@ def decide(
         counted = replace(memory, failures=failures, healthy_since=None)
         why = f"failure {failures} of {spec.analysis.failure_limit} tolerated: " + "; ".join(failed)
         if failures > spec.analysis.failure_limit:
-            return _rollback(spec, counted, now, why)
-        return _hold(current, counted, why)
+            return _rollback(spec, counted, now, Cause.FAILURE_LIMIT, why)
+        return _hold(current, counted, Cause.CANARY_DEGRADED, why)
 
     if unknown:
         since = memory.no_data_since or now
         waiting = replace(memory, no_data_since=since, healthy_since=None)
         lasted = (now - since).total_seconds()
         if lasted >= spec.analysis.no_data.rollback_after:
-            return _rollback(
-                spec, waiting, now, f"no data for {format_duration(lasted)}: " + "; ".join(unknown)
-            )
-        return _hold(current, waiting, "no data is not good news: " + "; ".join(unknown))
+            why = f"no data for {format_duration(lasted)}: " + "; ".join(unknown)
+            return _rollback(spec, waiting, now, Cause.NO_DATA_TIMEOUT, why)
+        why = "no data is not good news: " + "; ".join(unknown)
+        return _hold(current, waiting, Cause.NO_DATA, why)
 
     memory = replace(memory, no_data_since=None)
     if quiet:  # not enough evidence: wait for traffic; stepTimeout bounds the wait
         return _hold(
             current,
             replace(memory, healthy_since=None),
+            Cause.LOW_TRAFFIC,
             "not enough traffic to judge: " + "; ".join(quiet),
         )
     if shared:
-        return _hold(current, replace(memory, healthy_since=None), *shared)
+        return _hold(current, replace(memory, healthy_since=None), Cause.SHARED_FAULT, *shared)
 
     healthy_since = memory.healthy_since or now
     memory = replace(memory, healthy_since=healthy_since)
@@ -208,18 +223,25 @@ def decide(
         return _hold(
             current,
             memory,
+            Cause.HOLD_IN_PROGRESS,
             f"healthy for {format_duration(max(healthy_for, 0.001))} of the "
             f"{format_duration(hold)} hold at {canary_weight}%",
         )
-    return _advance(spec, memory, current, now, f"healthy through the hold at {canary_weight}%")
+    why = f"healthy through the hold at {canary_weight}%"
+    return _advance(spec, memory, current, now, Cause.STEP_PASSED, why)
 
 
 def _advance(
-    spec: RolloutSpec, memory: RolloutMemory, current: Mapping[str, int], now: datetime, why: str
+    spec: RolloutSpec,
+    memory: RolloutMemory,
+    current: Mapping[str, int],
+    now: datetime,
+    cause: Cause,
+    why: str,
 ) -> Proposal:
     following = memory.step + 1
     if following >= len(spec.steps):
-        return Proposal("none", dict(current), memory, ("no step left",))
+        return Proposal("none", dict(current), memory, ("no step left",), cause=Cause.PROMOTED)
     goal = weights_at(spec, spec.steps[following].weight)
     weights, notes = bound(
         current,
@@ -231,7 +253,14 @@ def _advance(
         now=now,
     )
     if weights.get(spec.canary, 0) <= current.get(spec.canary, 0):
-        return Proposal("hold", dict(current), memory, (why, "held by a guardrail"), tuple(notes))
+        return Proposal(
+            "hold",
+            dict(current),
+            memory,
+            (why, "held by a guardrail"),
+            tuple(notes),
+            cause=Cause.GUARDRAIL,
+        )
     reached = weights.get(spec.canary, 0) >= spec.steps[following].weight
     moved = replace(
         memory,
@@ -249,5 +278,6 @@ def _advance(
             replace(moved, phase=Phase.PROMOTED),
             (why, "promoted"),
             tuple(notes),
+            cause=Cause.PROMOTED,
         )
-    return Proposal("advance", weights, moved, (why,), tuple(notes))
+    return Proposal("advance", weights, moved, (why,), tuple(notes), cause=cause)

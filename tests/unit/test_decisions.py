@@ -102,7 +102,7 @@ def test_decision_round_trips_through_json() -> None:
 def test_json_keys_are_those_of_the_design_in_camel_case() -> None:
     data = decision().to_json()
     assert set(data) == {
-        "id", "at", "target", "kind", "action", "phase", "weights", "health", "reasons",
+        "id", "at", "target", "kind", "action", "phase", "cause", "weights", "health", "reasons",
         "guardrails", "dryRun", "actor", "traceId", "prevHash", "hash",
     }  # fmt: skip
     assert set(data["weights"]) == {"current", "desired", "applied"}

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from trimtab.controller import balance, rollout
+from trimtab.controller.causes import Cause
 from trimtab.controller.guardrails import Limits, apportion, bound
 from trimtab.controller.rollout import Phase, RolloutMemory
 from trimtab.slo import load_text
@@ -594,3 +595,65 @@ def test_low_traffic_holds_without_the_no_data_clock() -> None:
     assert any("not enough traffic" in r for r in proposal.reasons)
     late = rollout.decide(ROLLOUT, progressing(1), health, None, canary(25), at(60))
     assert late.action == "rollback"  # stepTimeout still ends the wait
+
+
+# Every decision names the rule behind it: the cause a runbook page and a dashboard key on.
+ROLLOUT_CAUSES = {
+    "pending_starts_at_the_first_step": Cause.ROLLOUT_STARTED,
+    "healthy_within_the_hold_holds": Cause.HOLD_IN_PROGRESS,
+    "healthy_through_the_hold_advances": Cause.STEP_PASSED,
+    "unavailable_canary_rolls_back_in_one_cycle": Cause.CANARY_UNAVAILABLE,
+    "unavailable_canary_rolls_back_despite_guardrails": Cause.CANARY_UNAVAILABLE,
+    "unavailable_on_both_is_a_shared_fault_and_holds": Cause.SHARED_FAULT,
+    "first_degraded_counts_a_failure_and_holds": Cause.CANARY_DEGRADED,
+    "degraded_within_failure_limit_holds": Cause.CANARY_DEGRADED,
+    "degraded_past_failure_limit_rolls_back": Cause.FAILURE_LIMIT,
+    "degraded_on_both_does_not_count": Cause.SHARED_FAULT,
+    "unknown_holds_and_starts_the_no_data_clock": Cause.NO_DATA,
+    "unknown_for_rollback_after_rolls_back": Cause.NO_DATA_TIMEOUT,
+    "unknown_just_before_rollback_after_holds": Cause.NO_DATA,
+    "unknown_never_advances_even_after_the_hold": Cause.NO_DATA,
+    "a_significant_baseline_regression_rolls_back_at_once": Cause.BASELINE_REGRESSION,
+    "unavailable_on_both_with_a_baseline_regression_is_the_canary": Cause.BASELINE_REGRESSION,
+    "unavailable_canary_with_a_degraded_stable_and_no_regression_holds": Cause.SHARED_FAULT,
+    "a_step_without_conclusion_times_out": Cause.STEP_TIMEOUT,
+    "baseline_without_evidence_does_not_block": Cause.STEP_PASSED,
+    "rolled_back_stays_at_zero": Cause.ROLLED_BACK,
+    "promoted_stays_at_full_weight": Cause.PROMOTED,
+    "paused_holds": Cause.PAUSED,
+    "pause_times_out_into_a_rollback": Cause.PAUSE_TIMEOUT,
+    "max_step_cuts_fifty_to_one_hundred_at_seventy_five": Cause.STEP_PASSED,
+    "from_between_steps_healthy_through_the_hold_promotes": Cause.PROMOTED,
+    "min_interval_holds_an_advance": Cause.GUARDRAIL,
+    "max_shifts_per_hour_holds_an_advance": Cause.GUARDRAIL,
+    "shifts_older_than_an_hour_do_not_count": Cause.STEP_PASSED,
+}
+BALANCE_CAUSES = {
+    "all_healthy_keeps_nominal": Cause.BALANCED,
+    "unavailable_drains_fully": Cause.DRAIN,
+    "degraded_drains_half": Cause.DRAIN,
+    "drain_ignores_min_interval": Cause.DRAIN,
+    "max_drain_limits_two_unavailable_zones": Cause.MAX_DRAIN,
+    "every_backend_unhealthy_holds": Cause.ALL_UNHEALTHY,
+    "unknown_keeps_the_drain": Cause.NO_DATA,
+    "recovered_but_not_for_restore_after_holds": Cause.RESTORE_WAITING,
+    "healthy_for_restore_after_restores_by_max_step": Cause.RESTORE,
+    "restore_waits_for_min_interval": Cause.GUARDRAIL,
+}
+
+
+def test_every_rollout_case_names_its_cause() -> None:
+    assert set(ROLLOUT_CAUSES) == {case.name for case in ROLLOUT_CASES}
+    for case in ROLLOUT_CASES:
+        baseline = compare(*case.baseline) if case.baseline else None
+        proposal = rollout.decide(
+            ROLLOUT, case.memory, case.health, baseline, case.current, case.now
+        )
+        assert proposal.cause is ROLLOUT_CAUSES[case.name], case.name
+
+
+def test_every_balance_case_names_its_cause() -> None:
+    assert set(BALANCE_CAUSES) == {case.name for case in BALANCE_CASES}
+    for case in BALANCE_CASES:
+        proposal = balance.decide(BALANCE, case.memory, case.health, case.current, case.now)
+        assert proposal.cause is BALANCE_CAUSES[case.name], case.name

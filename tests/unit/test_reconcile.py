@@ -125,6 +125,7 @@ def test_drift_holds_and_never_fights_a_person(tmp_path: Path) -> None:
     assert r.run(3) == "hold"
     assert len(r.adapter.calls) == calls
     assert "drift" in str(r.log.last(TARGET.key).reasons)  # type: ignore[union-attr]
+    assert r.log.last(TARGET.key).cause == "drift"  # type: ignore[union-attr]
 
 
 def test_dry_run_never_calls_set_weights_and_records_dry_run(tmp_path: Path) -> None:
@@ -143,6 +144,7 @@ def test_measuring_waits_until_the_proxy_applied_the_weights(tmp_path: Path) -> 
     assert r.run(0) == "advance"
     assert r.run(0.5) == "hold"
     assert "waiting for the proxy" in str(r.log.last(TARGET.key).reasons)  # type: ignore[union-attr]
+    assert r.log.last(TARGET.key).cause == "verify-pending"  # type: ignore[union-attr]
     for minute in (1, 1.5, 2, 2.5, 3):
         r.run(minute)
     assert r.states.load(TARGET.key).intent is None
@@ -157,6 +159,7 @@ def test_a_refused_change_leaves_traffic_and_state_as_they_were(tmp_path: Path) 
     assert state.intent is None
     assert state.step == -1
     assert "refused" in str(r.log.last(TARGET.key).reasons)  # type: ignore[union-attr]
+    assert r.log.last(TARGET.key).cause == "adapter-error"  # type: ignore[union-attr]
 
 
 def test_a_metrics_outage_holds_the_weights(tmp_path: Path) -> None:
@@ -169,6 +172,7 @@ def test_a_metrics_outage_holds_the_weights(tmp_path: Path) -> None:
     last = r.log.last(TARGET.key)
     assert last is not None
     assert last.health["v2"]["errors"] == "UNKNOWN"
+    assert last.cause == "no-data"
 
 
 def test_a_restart_with_a_pending_intent_applies_it_once_and_never_steps_twice(
