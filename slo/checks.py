@@ -79,8 +79,10 @@ def _check_queries(slo: SLO, doc: SourceDocument) -> Iterator[Problem]:
     for path, text in _query_fields(slo):
         field = path[-1]
         try:
-            if kind in ("errorRatio",) or (kind == "preset" and field == "selector"):
-                parse_selector(text, metric_required=kind == "errorRatio")
+            if kind == "preset" and field == "selector":
+                parse_selector(text, metric_required=False) if text else None  # "" selects all
+            elif kind == "errorRatio":
+                parse_selector(text, metric_required=True)
             elif kind in ("latency", "quantile"):
                 if field == "histogram":
                     parse_selector(text)
