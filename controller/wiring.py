@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trimtab.adapters.envoy import EnvoyAdapter
 from trimtab.adapters.file import FileAdapter
+from trimtab.adapters.haproxy import HAProxyAdapter
+from trimtab.adapters.nginx import NginxAdapter
 from trimtab.slo import Config
 from trimtab.slo.models import Balance, Rollout
 from trimtab.slo.ports import MetricSource, TrafficAdapter, Weights
-from trimtab.slo.routes import FileRoute
+from trimtab.slo.routes import EnvoyRoute, FileRoute, HAProxyRoute, NginxRoute
 
 from .decisions import DecisionLog
 from .reconcile import Reconciler, ReconcilerConfig
@@ -52,15 +55,40 @@ AdapterFactory = Callable[[Any, Sequence[str], Weights, bool], TrafficAdapter]
 """Builds a traffic adapter from (route block, backends, nominal weights, dry_run)."""
 
 
+def _envoy(
+    route: EnvoyRoute, backends: Sequence[str], nominal: Weights, dry_run: bool
+) -> EnvoyAdapter:
+    return EnvoyAdapter(route, backends, initial=nominal, create=not dry_run)
+
+
 def _file(
     route: FileRoute, backends: Sequence[str], nominal: Weights, dry_run: bool
 ) -> FileAdapter:
     return FileAdapter(route, backends, initial=nominal, create=not dry_run)
 
 
+def _haproxy(
+    route: HAProxyRoute, backends: Sequence[str], nominal: Weights, dry_run: bool
+) -> HAProxyAdapter:
+    # HAProxy's running weights are the truth: nominal is validated, never written.
+    return HAProxyAdapter(route, backends, initial=nominal, create=not dry_run)
+
+
+def _nginx(
+    route: NginxRoute, backends: Sequence[str], nominal: Weights, dry_run: bool
+) -> NginxAdapter:
+    # Without a pidFile, verification waits a fixed settle time after each reload.
+    return NginxAdapter(
+        route, backends, initial=nominal, create=not dry_run, pid_file=route.pid_file
+    )
+
+
 # One entry per adapter block this version can drive, by its YAML name.
 FACTORIES: dict[str, AdapterFactory] = {
+    "envoy": _envoy,
     "file": _file,
+    "haproxy": _haproxy,
+    "nginx": _nginx,
 }
 
 

@@ -37,6 +37,7 @@ _SECRET_WORDS = ("password", "token", "secret", "apikey", "api_key", "credential
 _RELATIVE_PATHS = (
     ("spec", "route", "envoy", "rdsPath"),
     ("spec", "route", "nginx", "upstreamPath"),
+    ("spec", "route", "nginx", "pidFile"),
     ("spec", "route", "haproxy", "socket"),
     ("spec", "route", "file", "path"),
     ("spec", "stateDir"),

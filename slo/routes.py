@@ -49,6 +49,9 @@ class NginxRoute(Model):
     servers: dict[Backend, list[HostPort]] = Field(min_length=1)
     test: list[str] = Field(default_factory=lambda: ["nginx", "-t"], min_length=1)
     reload: list[str] = Field(default_factory=lambda: ["nginx", "-s", "reload"], min_length=1)
+    # NGINX's pid file: lets the adapter see the old workers retire after a reload, so a change
+    # is verified when NGINX serves it (without it, verification waits a fixed settle time).
+    pid_file: str | None = Field(default=None, min_length=1)
 
     @field_validator("servers")
     @classmethod
