@@ -21,6 +21,9 @@ from rich.table import Table
 from trimtab.slo import Config, ConfigError, Problem, load
 from trimtab.slo.rules import DEFAULT_RUNBOOK_BASE_URL, dump_rules, generate_rules
 
+from .dashboards_cli import app as dashboards_app
+from .dashboards_cli import show_runbooks
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -30,6 +33,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(dashboards_app)
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -462,6 +466,7 @@ def explain(
         out.print(f"  - {escape(str(reason.get('message', '')))}{escape(detail)}")
     for note in d["guardrails"]:
         out.print(f"  guardrail {note['name']}: {escape(str(note['detail']))}")
+    show_runbooks(d, out, _load(files) if files else Config())
 
 
 @app.command()
