@@ -184,9 +184,11 @@ def decide(
     if failed:
         failures = memory.failures + 1
         counted = replace(memory, failures=failures, healthy_since=None)
-        why = f"failure {failures} of {spec.analysis.failure_limit} tolerated: " + "; ".join(failed)
-        if failures > spec.analysis.failure_limit:
+        limit = spec.analysis.failure_limit
+        if failures > limit:
+            why = f"failure {failures}, more than failureLimit {limit}: " + "; ".join(failed)
             return _rollback(spec, counted, now, Cause.FAILURE_LIMIT, why)
+        why = f"failure {failures} of {limit} tolerated: " + "; ".join(failed)
         return _hold(current, counted, Cause.CANARY_DEGRADED, why)
 
     if unknown:
