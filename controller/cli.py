@@ -362,23 +362,36 @@ def run(
 
 
 def _loop(wiring: Any, config: Config, telemetry: Any) -> None:
-    """Cycles every analysis interval (the shortest of the targets') until interrupted."""
+    """One scheduler job per analysis interval until interrupted.
+
+    Targets that share an interval share a job, so their queries go out in one batch (DESIGN.md
+    section 12: queries grow with indicators, not targets); each target is judged exactly at its
+    own interval, so ``failureLimit`` counts evaluations at the pace the Rollout says. A job
+    never overlaps itself (``max_instances=1``), and runs missed while one was slow are
+    coalesced into one. Jobs run one at a time (one worker thread): they share the decision log
+    and the metric source.
+    """
+    from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.blocking import BlockingScheduler
 
-    intervals = [r.spec.analysis.interval for r in config.rollouts.values()] or [30.0]
-    scheduler = BlockingScheduler(timezone=UTC)
+    from .targets import by_interval
 
-    def cycle() -> None:
+    groups = by_interval(wiring.targets)
+    scheduler = BlockingScheduler(timezone=UTC, executors={"default": ThreadPoolExecutor(1)})
+
+    def job(group: list[Any]) -> None:
         now = datetime.now(UTC)
-        for decision in telemetry.run_cycle(lambda: wiring.reconciler.cycle(wiring.targets, now)):
+        for decision in telemetry.run_cycle(lambda: wiring.reconciler.cycle(group, now)):
             if decision.action not in ("none", "hold"):
                 out.print(_one_line(decision.to_json()))
 
-    scheduler.add_job(
-        cycle, "interval", seconds=min(intervals), max_instances=1, coalesce=True,
-        next_run_time=datetime.now(UTC),
-    )  # fmt: skip
-    err.print(f"running {len(wiring.targets)} targets every {min(intervals):g}s; Ctrl-C stops")
+    for interval, group in groups.items():
+        scheduler.add_job(
+            job, "interval", args=[group], seconds=interval, max_instances=1, coalesce=True,
+            next_run_time=datetime.now(UTC), id=f"every-{interval:g}s",
+        )  # fmt: skip
+    every = ", ".join(f"{len(g)} every {i:g}s" for i, g in groups.items())
+    err.print(f"running {len(wiring.targets)} targets ({every}); Ctrl-C stops")
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):
@@ -537,6 +550,52 @@ def pause(name: Name, files: Files = [], state_dir: StateDir = None) -> None:  #
 def resume(name: Name, files: Files = [], state_dir: StateDir = None) -> None:  # noqa: B006
     """Resume a paused rollout, or accept a person's weights after a drift hold."""
     _override("resume", name, files, state_dir)
+
+
+@app.command()
+def demo(
+    scenario: Annotated[
+        str,
+        typer.Option(help="errors (v2 starts failing: rolled back), healthy (promoted), latency."),
+    ] = "errors",
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Where the demo keeps its files (default: a new temp dir)."),
+    ] = None,
+) -> None:
+    """The whole loop on this machine: Envoy, two backends, load, and trimtab steering them."""
+    import tempfile
+
+    from .demo import SCENARIOS, DemoUnavailable, run_demo
+
+    if scenario not in SCENARIOS:
+        err.print(f"unknown scenario {scenario!r}: use one of {', '.join(SCENARIOS)}")
+        raise typer.Exit(2)
+    where = directory or Path(tempfile.mkdtemp(prefix="trimtab-demo-"))
+    try:
+        result = run_demo(scenario, where, out)
+    except DemoUnavailable as error:
+        err.print(f"the demo cannot run here: {escape(str(error))}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print(f"interrupted; every process the demo started is stopped. Files: {where}")
+        raise typer.Exit(130) from None
+    state = result.directory / "state"
+    moves = [d for d in result.decisions if d.action.value not in ("none", "hold")]
+    out.print(f"\n[bold]{'done' if result.ok else 'unexpected outcome'}:[/] v2 {result.phase}")
+    if result.detection is not None:
+        out.print(f"fault to rollback: {result.detection:.1f}s")
+    out.print(
+        f"total {result.total:.1f}s; {result.requests} requests through Envoy, "
+        f"{result.failed_requests} failed"
+    )
+    out.print(f"decisions that moved traffic: {len(moves)}; the log is in {state}")
+    last = moves[-1].id if moves else "ID"
+    out.print(
+        f"  trimtab history --state-dir {state}\n  trimtab explain {last} --state-dir {state}"
+    )
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 def _why(reason: dict[str, Any], source_error: str | None) -> str:
