@@ -10,7 +10,10 @@ from trimtab.slo.health import health_windows
 from trimtab.slo.models import SLO, Balance, Rollout
 from trimtab.slo.ports import SeriesRequest
 
-__all__ = ["Target", "requests_for", "targets"]
+__all__ = ["BALANCE_INTERVAL", "Target", "by_interval", "requests_for", "targets"]
+
+BALANCE_INTERVAL = 30.0
+"""Seconds between a Balance's cycles (a Balance has no analysis interval)."""
 
 
 @dataclass(frozen=True)
@@ -66,3 +69,12 @@ def requests_for(target: Target, *, shifted_for: float | None = None) -> list[Se
         SeriesRequest.of(target.key, slo, dict(params), health_windows(slo.spec), clip_to=clip)
         for slo, params in target.slos
     ]
+
+
+def by_interval(chosen: list[Target]) -> dict[float, list[Target]]:
+    """``chosen`` grouped by how often each is judged (a Rollout's analysis interval, else
+    :data:`BALANCE_INTERVAL`), shortest first: one scheduler job, and one query batch, each."""
+    groups: dict[float, list[Target]] = {}
+    for target in chosen:
+        groups.setdefault(target.interval or BALANCE_INTERVAL, []).append(target)
+    return dict(sorted(groups.items()))

@@ -236,3 +236,22 @@ def test_a_clipped_window_stands_for_the_slo_window_in_the_judgement() -> None:
     result = SeriesResult(request, {"v2": measured})
     assert set(result.judged("v2")) == {60.0, 90.0, 300.0, 1800.0}
     assert result.health("v2").level.name == "UNAVAILABLE"
+
+
+def test_targets_are_scheduled_by_their_own_interval() -> None:
+    from trimtab.controller.targets import BALANCE_INTERVAL, Target, by_interval
+
+    def target(name: str, interval: float | None) -> Target:
+        kind = "Rollout" if interval else "Balance"
+        return Target(kind, name, ("a", "b"), (), False, interval)
+
+    chosen = [
+        target("slow", 60.0),
+        target("fast", 10.0),
+        target("zones", None),
+        target("also", 10.0),
+    ]
+    groups = by_interval(chosen)
+    assert list(groups) == sorted([10.0, 60.0, BALANCE_INTERVAL])
+    assert [t.name for t in groups[10.0]] == ["fast", "also"]
+    assert [t.name for t in groups[BALANCE_INTERVAL]] == ["zones"]
