@@ -24,6 +24,7 @@ nothing here reads a clock, a file or the network. The rules, in the order they 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -96,13 +97,39 @@ def _hold(current: Mapping[str, int], memory: RolloutMemory, cause: Cause, *why:
     return Proposal("hold", dict(current), memory, tuple(why), cause=cause)
 
 
+SHARED_MARGIN = 0.5
+"""A stable burning its error budget at least this close to the burn rate the canary crossed is
+nearly as unhealthy."""
+
+
+def _nearly(stable: Health | None, level: Level) -> bool:
+    """Whether ``stable`` burned its error budget within :data:`SHARED_MARGIN` of ``level``'s
+    burn rate in every window of that level.
+
+    A shared fault (a dependency both versions call) pushes both versions' burn rates up
+    together; which of the two crosses the threshold first is then a matter of sampling noise,
+    not of the canary. Only burn rates: a value judged against a threshold (a p95) is read from
+    coarse histogram buckets, where a healthy stable can read close to the threshold.
+    """
+    rows = [e for e in (stable.evidence if stable else ()) if e.level is level]
+    if not rows or any(row.comparison != "burnRate" for row in rows):
+        return False
+    return all(
+        row.measured is not None
+        and not math.isnan(row.measured)
+        and row.measured >= row.threshold * SHARED_MARGIN
+        for row in rows
+    )
+
+
 def _verdicts(
     spec: RolloutSpec, health: Mapping[str, Mapping[str, Health]]
 ) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
     """(unavailable, degraded, unknown, low traffic, shared) SLO messages for the canary.
 
     Called once the baseline found no regression: a canary unhealthy where the stable is
-    unhealthy too is then a shared fault.
+    unhealthy too — or burns its budget nearly as fast (:func:`_nearly`) — is then a shared
+    fault.
     """
     unavailable: list[str] = []
     degraded: list[str] = []
@@ -120,6 +147,11 @@ def _verdicts(
             shared.append(
                 f"{text}; stable is {base_level.name} too and the baseline finds no regression: "
                 "a shared fault, not the canary"
+            )
+        elif verdict.level in bad and _nearly(base, verdict.level):
+            shared.append(
+                f"{text}; stable burns its budget within {100 - round(100 * SHARED_MARGIN)}% as "
+                "fast and the baseline finds no regression: a shared fault, not the canary"
             )
         elif verdict.level is Level.UNAVAILABLE:
             unavailable.append(text)

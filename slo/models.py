@@ -260,10 +260,10 @@ class SLOSpec(Model):
     health: HealthSpec | None = None
     min_events: int = Field(default=50, ge=0)
     min_bad_events: int = Field(
-        default=3,
+        default=4,
         ge=0,
         description="budget-based: a window counts as exceeded only with at least this many "
-        "bad events in it (one bad request never makes a backend unhealthy)",
+        "bad events in it (a few bad requests never make a backend unhealthy)",
     )
     labels: dict[LabelName, str] = Field(default_factory=dict)
     alerting: Alerting = Field(default_factory=Alerting)

@@ -48,13 +48,14 @@ def test_one_bad_request_can_never_reach_the_threshold() -> None:
     assert result.e_value < 20
 
 
-def test_two_bad_requests_never_roll_back_even_when_significant() -> None:
-    # At 0.5 % of the traffic two errors are improbable under the null, but they are two requests.
-    assert compare(2, 10, 0, 2000, RAW).verdict is REGRESSION
-    result = compare(2, 10, 0, 2000)
+def test_three_bad_requests_never_roll_back_even_when_significant() -> None:
+    # At 0.5 % of the traffic three errors are improbable under the null, but they are three
+    # requests.
+    assert compare(3, 10, 0, 2000, RAW).verdict is REGRESSION
+    result = compare(3, 10, 0, 2000)
     assert result.verdict is NO_EVIDENCE
-    assert "only 2 canary bad events (at least 3 are needed)" in result.reason
-    assert compare(3, 10, 0, 2000).verdict is REGRESSION
+    assert "only 3 canary bad events (at least 4 are needed)" in result.reason
+    assert compare(4, 10, 0, 2000).verdict is REGRESSION
 
 
 def test_e_value_is_the_likelihood_ratio_mixed_over_the_ratios() -> None:

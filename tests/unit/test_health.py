@@ -104,7 +104,12 @@ CASES = [
     ("degraded-long-window-only", BUDGET, ratios(0.001, 0.001, 0.01), HEALTHY),
     ("unavailable-1m-only", BUDGET, ratios(0.05, 0.001, 0.001), HEALTHY),
     ("burn-rate-equal-to-6-is-not-above", BUDGET, ratios(0.0, AT_6, AT_6), HEALTHY),
-    ("burn-rate-just-above-6", BUDGET, ratios(0.0, *[math.nextafter(AT_6, 1)] * 2), DEGRADED),
+    (
+        "burn-rate-just-above-6",
+        BUDGET,
+        ratios(0.0, *[math.nextafter(AT_6, 1)] * 2, events=1000.0),  # 6 bad: enough of them
+        DEGRADED,
+    ),
     ("burn-rate-equal-to-14.4-is-not-above", BUDGET, ratios(AT_14_4, AT_14_4, 0.01), DEGRADED),
     ("default-health-degraded", BUDGET_DEFAULT_HEALTH, ratios(0.008, 0.008, 0.007), DEGRADED),
     ("default-health-unavailable", BUDGET_DEFAULT_HEALTH, ratios(0.5, 0.5, 0.0), UNAVAILABLE),
@@ -113,7 +118,7 @@ CASES = [
     ("no-measurements", BUDGET, {}, UNKNOWN),
     ("events-below-min", BUDGET, ratios(0.05, 0.05, 0.05, events=49.0), UNKNOWN),
     ("events-equal-to-min", BUDGET, ratios(0.1, 0.1, 0.1, events=50.0), UNAVAILABLE),
-    # Past the thresholds on fewer than minBadEvents (3) bad requests: not enough evidence.
+    # Past the thresholds on fewer than minBadEvents (4) bad requests: not enough evidence.
     ("too-few-bad-events", BUDGET, ratios(0.05, 0.05, 0.05, events=50.0), UNKNOWN),
     (
         "unavailable-unproven-but-degraded-proven",

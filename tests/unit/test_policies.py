@@ -13,7 +13,7 @@ from trimtab.controller.guardrails import Limits, apportion, bound
 from trimtab.controller.rollout import Phase, RolloutMemory
 from trimtab.slo import load_text
 from trimtab.slo.baseline import compare
-from trimtab.slo.health import Health, Level
+from trimtab.slo.health import Evidence, Health, Level
 
 CONFIG = load_text(
     """
@@ -657,3 +657,37 @@ def test_every_balance_case_names_its_cause() -> None:
     for case in BALANCE_CASES:
         proposal = balance.decide(BALANCE, case.memory, case.health, case.current, case.now)
         assert proposal.cause is BALANCE_CAUSES[case.name], case.name
+
+
+def _with_stable_burning(burn: float, comparison: str = "burnRate") -> dict[str, dict[str, Health]]:
+    """The canary DEGRADED on errors; the stable HEALTHY but burning its budget at ``burn``
+    against the degraded threshold 6 (both windows)."""
+    health = levels(v1=H, v2=(D, H))
+    health["v1"]["errors"] = Health(
+        H,
+        "stable burning",
+        tuple(Evidence(D, window, burn, 6.0, comparison, exceeded=False) for window in (300, 1800)),
+    )
+    return health
+
+
+@pytest.mark.parametrize(
+    ("burn", "comparison", "shared"),
+    [
+        (3.5, "burnRate", True),  # the stable burns within half of 6: a shared fault
+        (3.0, "burnRate", True),  # exactly half
+        (2.5, "burnRate", False),  # far from it: the canary's failure counts
+        (5.0, "above", False),  # a value (a p95) read from coarse buckets never counts as shared
+    ],
+)
+def test_a_stable_nearly_as_unhealthy_makes_a_degraded_canary_a_shared_fault(
+    burn: float, comparison: str, shared: bool
+) -> None:
+    memory = progressing(0, failures=2)  # one more counted failure rolls back (failureLimit 2)
+    health = _with_stable_burning(burn, comparison)
+    proposal = rollout.decide(ROLLOUT, memory, health, None, canary(5), at(1))
+    if shared:
+        assert (proposal.action, proposal.cause) == ("hold", Cause.SHARED_FAULT)
+        assert proposal.memory.failures == 2
+    else:
+        assert (proposal.action, proposal.cause) == ("rollback", Cause.FAILURE_LIMIT)
