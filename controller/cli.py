@@ -200,14 +200,16 @@ def plan(
         ),
     ] = None,
 ) -> None:
-    """One dry-run look: every backend's health per SLO, with value, threshold and window."""
+    """One dry-run cycle now: health per backend and SLO, current → desired weights, and why.
+
+    Changes nothing: no state, no decision log, no proxy."""
     from pydantic import ValidationError
 
     from .plan import plan as make_plan
     from .sources import build_source, collecting
     from .targets import targets
+    from .wiring import state_dir as directory_of
 
-    del state_dir  # read by the reconciler; accepted here so every command takes it
     config = _load(files)
     try:
         source = build_source(config, prometheus)
@@ -229,7 +231,7 @@ def plan(
         raise typer.Exit(1)
     with collecting(source, warmup):
         when = datetime.now(UTC) if at is None else at if at.tzinfo else at.replace(tzinfo=UTC)
-        reports = make_plan(chosen, source, when)
+        reports = make_plan(config, chosen, source, when, directory_of(config, state_dir))
     if output is Output.json:
         sys.stdout.write(json.dumps(reports, indent=2) + "\n")
         return
@@ -238,10 +240,15 @@ def plan(
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    table = Table(title=f"{report['target']}  action: {report['action']}", title_justify="left")
+    weights = report["weights"]
+    title = (
+        f"{report['target']}  [bold]{report['action']}[/]  {weights['current']} → "
+        f"{weights['desired']}" + (f"  ({report['cause']})" if report.get("cause") else "")
+    )
+    table = Table(title=title, title_justify="left")
     for column in ("SLO", "backend", "level", "value", "threshold", "window"):
         table.add_column(column, justify="right" if column in ("value", "threshold") else "left")
-    for reason in report["reasons"]:
+    for reason in (r for r in report["reasons"] if "slo" in r):
         level = reason["level"]
         value = reason["value"]
         comparison = reason["comparison"]
@@ -255,6 +262,10 @@ def _print_report(report: dict[str, Any]) -> None:
             reason["window"] or _why(reason, report["source"]["error"]),
         )
     out.print(table)
+    for reason in (r for r in report["reasons"] if "slo" not in r):
+        out.print(f"  - {escape(str(reason.get('message', '')))}")
+    for note in report.get("guardrails", []):
+        out.print(f"  guardrail {note['name']}: {escape(str(note['detail']))}")
     if not report["source"]["up"]:
         err.print(f"[bold red]metric source down:[/] {escape(report['source']['error'])}")
 

@@ -1,64 +1,144 @@
-"""``trimtab plan``: one dry-run look at every target — the health of each backend per SLO.
+"""``trimtab plan``: one dry-run cycle of the reconciler, now, changing nothing.
 
-One batch of queries serves every target (:mod:`trimtab.slo.batching`); each backend is judged by
-:func:`trimtab.slo.health.judge` and reported with the value, threshold, window and query behind
-the verdict. The output has the shape of a decision (DESIGN.md section 9) so that the reconciler
-can fill in ``action`` and ``weights`` without changing it; until then ``action`` is ``none``.
+The reconciler runs exactly as ``trimtab run --dry-run --once`` would — same measurements
+(windows clipped to the last shift), same policies and guardrails — on a scratch copy of the
+targets' state, so nothing on disk changes: no state, no decision log, no proxy. A proxy whose
+weights cannot be read (not running here) is planned from the weights trimtab last applied, or
+the route's nominal weights, and the report says so.
+
+Each report has the shape of a decision (DESIGN.md section 9): ``action``, ``weights``
+(``current`` → ``desired``), ``health``, ``cause``, ``guardrails``, and ``reasons``: one per
+backend and SLO with the value, threshold, window and query behind its level, then the
+policy's own reasons.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from trimtab.slo import Config
 from trimtab.slo.durations import format_duration
 from trimtab.slo.health import Evidence, Health, Level
 from trimtab.slo.models import SLO
-from trimtab.slo.ports import Measurements, MetricSource
+from trimtab.slo.ports import Measurements, MetricSource, SeriesRequest, Verification, Weights
 from trimtab.slo.promql import compile_sli
+from trimtab.slo.traffic import PermanentTrafficError, TrafficError
 
-from .targets import Target, requests_for
+from .state import StateStore
+from .targets import Target
+from .wiring import nominal_weights, wire
 
-__all__ = ["observe", "plan"]
-
-
-def observe(targets: Sequence[Target], source: MetricSource, at: datetime) -> Measurements:
-    """Measure every SLO of every target in one batch."""
-    return source.query([r for t in targets for r in requests_for(t)], at)
+__all__ = ["plan"]
 
 
-def plan(targets: Sequence[Target], source: MetricSource, at: datetime) -> list[dict[str, Any]]:
-    """One decision-shaped report per target (see the module docstring)."""
-    measurements = observe(targets, source, at)
+class _Recording:
+    """A metric source that remembers what the cycle asked and what it got."""
+
+    def __init__(self, source: MetricSource) -> None:
+        self.source = source
+        self.requests: list[SeriesRequest] = []
+        self.measurements: Measurements | None = None
+
+    def query(self, requests: Sequence[SeriesRequest], at: datetime) -> Measurements:
+        self.requests = list(requests)
+        self.measurements = self.source.query(requests, at)
+        return self.measurements
+
+    def query_range(self, *args: Any, **kwargs: Any) -> Any:
+        return self.source.query_range(*args, **kwargs)
+
+
+class _ReadOnly:
+    """An adapter that only reads; unreadable weights fall back to ``fallback`` (noted)."""
+
+    def __init__(self, inner: Any, fallback: Weights) -> None:
+        self.inner = inner
+        self.fallback = dict(fallback)
+        self.note: str | None = None
+
+    def get_weights(self) -> Weights:
+        try:
+            return self.inner.get_weights()  # type: ignore[no-any-return]
+        except TrafficError as error:
+            self.note = f"cannot read the proxy's weights ({error}); planned from {self.fallback}"
+            return dict(self.fallback)
+
+    def set_weights(self, weights: Weights) -> None:
+        raise PermanentTrafficError("plan never sets weights")
+
+    def verify(self, weights: Weights) -> Verification:
+        return Verification.VERIFIED
+
+
+def plan(
+    config: Config,
+    chosen: Sequence[Target],
+    source: MetricSource,
+    at: datetime,
+    state_dir: Path,
+) -> list[dict[str, Any]]:
+    """One decision-shaped report per target of ``chosen`` (see the module docstring)."""
+    recording = _Recording(source)
+    with tempfile.TemporaryDirectory(prefix="trimtab-plan-") as scratch:
+        _copy_states(state_dir, Path(scratch) / "dry-run", chosen)
+        wiring = wire(config, recording, directory=Path(scratch), dry_run=True, actor="plan")
+        states = wiring.states
+        adapters: dict[str, _ReadOnly] = {}
+        for target in chosen:
+            spec = wiring.reconciler.config.specs[target.key]
+            applied = states.load(target.key).applied
+            fallback = dict(applied) if applied else nominal_weights(spec)
+            adapters[target.key] = _ReadOnly(
+                wiring.reconciler.config.adapters[target.key], fallback
+            )
+        wiring.reconciler.config.adapters.update(adapters)  # type: ignore[attr-defined]
+        decisions = wiring.reconciler.cycle(list(chosen), at)
+    measurements = recording.measurements
+    assert measurements is not None
     reports = []
-    for target in targets:
-        health: dict[str, dict[str, str]] = {backend: {} for backend in target.backends}
-        reasons: list[dict[str, Any]] = []
-        for request in requests_for(target):
-            result = measurements[request]
-            slo = request.slo
-            for backend in target.backends:
-                verdict = result.health(backend)
-                health[backend][slo.metadata.name] = verdict.level.name
-                reasons.append(_reason(slo, backend, verdict, request.param_map))
-        reports.append(
-            {
-                "at": at.isoformat(),
-                "target": target.key,
-                "kind": target.kind,
-                "action": "none",
-                "weights": {"current": {}, "desired": {}},
-                "health": health,
-                "reasons": reasons,
-                "dryRun": True,
-                "source": {
-                    "up": measurements.source_error is None,
-                    "error": measurements.source_error,
-                },
-            }
-        )
+    for target, decision in zip(chosen, decisions, strict=True):
+        d = decision.to_json()
+        reasons = [
+            _reason(request.slo, backend, measurements[request].health(backend), request)
+            for request in recording.requests
+            if request.target == target.key
+            for backend in target.backends
+        ]
+        policy = [r for r in d["reasons"] if "slo" not in r]
+        note = adapters[target.key].note
+        report = {
+            "at": at.isoformat(),
+            "target": target.key,
+            "kind": target.kind,
+            "action": d["action"],
+            "weights": {"current": d["weights"]["current"], "desired": d["weights"]["desired"]},
+            "health": d["health"],
+            "cause": d["cause"],
+            "reasons": [*reasons, *policy, *([{"message": note}] if note else [])],
+            "guardrails": d["guardrails"],
+            "phase": d["phase"],
+            "dryRun": True,
+            "source": {
+                "up": measurements.source_error is None,
+                "error": measurements.source_error,
+            },
+        }
+        reports.append(report)
     return reports
+
+
+def _copy_states(state_dir: Path, scratch: Path, chosen: Sequence[Target]) -> None:
+    """The targets' saved states (the real ones, not a dry run's) into ``scratch``."""
+    real, copy = StateStore(state_dir), StateStore(scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    for target in chosen:
+        if real.path(target.key).is_file():
+            shutil.copyfile(real.path(target.key), copy.path(target.key))
 
 
 def _decisive(health: Health) -> Evidence | None:
@@ -70,7 +150,7 @@ def _decisive(health: Health) -> Evidence | None:
     return rows[0]
 
 
-def _reason(slo: SLO, backend: str, health: Health, params: dict[str, str]) -> dict[str, Any]:
+def _reason(slo: SLO, backend: str, health: Health, request: SeriesRequest) -> dict[str, Any]:
     row = _decisive(health)
     reason: dict[str, Any] = {
         "slo": slo.metadata.name,
@@ -86,7 +166,8 @@ def _reason(slo: SLO, backend: str, health: Health, params: dict[str, str]) -> d
     if health.error:
         reason["error"] = health.error
     if row is not None:
-        sli = compile_sli(slo.spec, row.window, {k: [v] for k, v in params.items()})
+        params = {k: [v] for k, v in request.param_map.items()}
+        sli = compile_sli(slo.spec, _measured(request, row.window), params)
         reason.update(
             value=row.measured,
             threshold=row.threshold,
@@ -106,3 +187,8 @@ def _reason(slo: SLO, backend: str, health: Health, params: dict[str, str]) -> d
             ],
         )
     return reason
+
+
+def _measured(request: SeriesRequest, window: float) -> float:
+    """The window actually queried for an SLO window (shorter right after a shift)."""
+    return dict(request.clipped).get(window, window)

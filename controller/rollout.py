@@ -194,6 +194,12 @@ def decide(
             )
         return _hold(current, memory, Cause.PAUSED, "paused")
     if memory.phase is Phase.PENDING:
+        down = sorted(
+            slo for slo, h in health.get(spec.canary, {}).items() if h.level is Level.UNAVAILABLE
+        )
+        if down:  # it already serves (mirrored or leftover traffic) and fails: do not start
+            why = f"not starting: the canary is already UNAVAILABLE on {', '.join(down)}"
+            return _hold(current, memory, Cause.CANARY_UNAVAILABLE, why)
         started = replace(memory, phase=Phase.PROGRESSING, step=-1, step_started_at=now)
         return _advance(spec, started, current, now, Cause.ROLLOUT_STARTED, "rollout started")
 

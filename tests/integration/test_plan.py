@@ -11,10 +11,12 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from servers import PrometheusServer
+from trimtab.controller.state import StateStore, TargetState
 
 pytestmark = pytest.mark.integration
 
@@ -100,10 +102,47 @@ def test_plan_json_shows_each_backend_level_per_slo(prometheus: PrometheusServer
         "zone-c": {"checkout-queue": "UNAVAILABLE"},
     }
     for report in reports.values():
-        assert report["action"] == "none"
         assert report["dryRun"] is True
         assert report["at"].startswith("2026-01-01T00:40:00")
         assert set(report["weights"]) == {"current", "desired"}
+    # A pending rollout whose canary already fails is not started.
+    assert (rollout["action"], rollout["cause"]) == ("hold", "canary-unavailable")
+    assert rollout["weights"] == {"current": {"v1": 100, "v2": 0}, "desired": {"v1": 100, "v2": 0}}
+    # zone-c (UNAVAILABLE) drained fully, zone-b (DEGRADED) by half: 49.5 % of capacity,
+    # within maxDrain 50. HAProxy is not running here: planned from the nominal weights.
+    zones = reports["Balance/checkout-zones"]
+    assert (zones["action"], zones["cause"]) == ("drain", "drain")
+    assert zones["weights"]["current"] == {"zone-a": 34, "zone-b": 33, "zone-c": 33}
+    assert zones["weights"]["desired"] == {"zone-a": 67, "zone-b": 33, "zone-c": 0}
+    assert any("cannot read the proxy's weights" in r["message"] for r in zones["reasons"])
+
+
+def test_plan_from_the_saved_state_rolls_a_progressing_canary_back_and_changes_nothing(
+    prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    states = StateStore(tmp_path)
+    at = datetime.fromisoformat(AT)
+    states.save(
+        "Rollout/checkout",
+        TargetState(
+            phase="Progressing",
+            step=1,
+            applied={"v1": 75, "v2": 25},
+            last_shift_at=at - timedelta(minutes=10),
+            step_started_at=at - timedelta(minutes=10),
+        ),
+    )
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = plan(
+        "--prometheus", prometheus.url, "--at", AT, "--state-dir", str(tmp_path), "-o", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    rollout = next(r for r in json.loads(result.stdout) if r["target"] == "Rollout/checkout")
+    # The baseline test (10 % errors against none) is checked first; UNAVAILABLE would also do.
+    assert (rollout["action"], rollout["cause"]) == ("rollback", "baseline-regression")
+    assert rollout["weights"] == {"current": {"v1": 75, "v2": 25}, "desired": {"v1": 100, "v2": 0}}
+    assert rollout["phase"] == "RolledBack"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing written
 
 
 def test_plan_reasons_carry_value_threshold_window_and_query(prometheus: PrometheusServer) -> None:

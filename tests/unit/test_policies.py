@@ -127,6 +127,17 @@ ROLLOUT_CASES = [
         Phase.PROGRESSING,
     ),
     RolloutCase(
+        "pending_does_not_start_a_canary_already_unavailable",
+        RolloutMemory(),
+        levels(v1=H, v2=(U, H)),
+        canary(0),
+        at(0),
+        "hold",
+        0,
+        Phase.PENDING,
+        reason="not starting",
+    ),
+    RolloutCase(
         "healthy_within_the_hold_holds",
         progressing(0),
         levels(v1=H, v2=H),
@@ -600,6 +611,7 @@ def test_low_traffic_holds_without_the_no_data_clock() -> None:
 # Every decision names the rule behind it: the cause a runbook page and a dashboard key on.
 ROLLOUT_CAUSES = {
     "pending_starts_at_the_first_step": Cause.ROLLOUT_STARTED,
+    "pending_does_not_start_a_canary_already_unavailable": Cause.CANARY_UNAVAILABLE,
     "healthy_within_the_hold_holds": Cause.HOLD_IN_PROGRESS,
     "healthy_through_the_hold_advances": Cause.STEP_PASSED,
     "unavailable_canary_rolls_back_in_one_cycle": Cause.CANARY_UNAVAILABLE,
