@@ -86,6 +86,11 @@ class DecisionLog:
         self.head_path = self.path.with_suffix(".head")
         self.mismatch_path = self.path.with_suffix(".head.mismatch")
         self._lock = threading.Lock()
+        # The latest decision per target, as of a log of ``_indexed_size`` bytes: one pass over
+        # the log, then kept up to date by this object's appends. Another writer (a person's
+        # `trimtab pause` in another process) changes the size, and the next look reads again.
+        self._latest: dict[str, Decision] | None = None
+        self._indexed_size = -1
 
     def append(self, decision: Decision) -> Decision:
         """Chain ``decision`` onto the log, fsync it, update the head; return it with
@@ -111,10 +116,14 @@ class DecisionLog:
             if not sealed:
                 return []
             data = b"".join(canonical_json(d.to_json()) + b"\n" for d in sealed)
+            indexed = self._latest is not None and os.fstat(fd).st_size == self._indexed_size
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+            if indexed and self._latest is not None:
+                self._latest.update((d.target, d) for d in sealed)
+                self._indexed_size = os.fstat(fd).st_size
             if created:
                 fsync_directory(self.path.parent)
             self._write_head(count + len(sealed), prev)
@@ -134,9 +143,22 @@ class DecisionLog:
         return next((d for d in self.records() if d.id == decision_id), None)
 
     def last(self, target: str) -> Decision | None:
-        """The latest decision about ``target`` ("Rollout/checkout"), or ``None``."""
-        found = [d for d in self.records() if d.target == target]
-        return found[-1] if found else None
+        """The latest decision about ``target`` ("Rollout/checkout"), or ``None``.
+
+        Reads the log once and then follows this object's own appends (a cycle asks for every
+        target's last decision: one pass, not one per target); reads again when the log's size
+        says someone else wrote to it."""
+        with self._lock:
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if self._latest is None or size != self._indexed_size:
+                latest: dict[str, Decision] = {}
+                for decision in self.records():
+                    latest[decision.target] = decision
+                self._latest, self._indexed_size = latest, size
+            return self._latest.get(target)
 
     def verify(self) -> VerifyResult:
         """Check every line's hash, the chain and the head; see :class:`FindingKind`."""

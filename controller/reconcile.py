@@ -70,6 +70,7 @@ class Reconciler:
 
     def __init__(self, config: ReconcilerConfig) -> None:
         self.config = config
+        self._resumed: set[str] = set()  # targets whose saved intent this process checked
 
     def cycle(self, targets: Sequence[Target], now: datetime) -> list[Decision]:
         """One measurement batch for every target, then one decision per target."""
@@ -108,6 +109,16 @@ class Reconciler:
             actual = dict(state.applied)  # dry-run: judge from the weights it would have set
 
         # 2. Verify the last change before measuring: measuring too early measures old weights
+        if state.intent is not None and not dry_run and target.key not in self._resumed:
+            self._resumed.add(target.key)  # once per process: after a crash, or a restart
+            if config.log.find(state.intent.decision_id) is None:
+                log.warning(
+                    "%s: dropping the intent of decision %s, which was never recorded (the "
+                    "controller stopped before recording it; nothing was applied)",
+                    target.key,
+                    state.intent.decision_id,
+                )
+                state = states.save(target.key, state.with_(intent=None))
         if state.intent is not None and not dry_run:
             settled = self._settle(target, state, adapter, actual)
             if settled is None:
@@ -150,36 +161,40 @@ class Reconciler:
             reasons, notes, cause = balanced.reasons, balanced.guardrails, balanced.cause
             proposed = _with_balance_memory(state, balanced.memory, now)
 
-        # 6. Record, before acting
+        # 6. Record, before acting. A move saves its intent first, then records the decision,
+        # then acts: a crash between the two leaves an intent whose decision is not in the log,
+        # which the next process drops (nothing was applied), never a recorded decision that
+        # nothing followed (a phantom step in the history).
         moving = desired != actual
-        decision = self._record(
-            Decision(
-                at=now,
-                target=target.key,
-                kind=target.kind,
-                action=Action(action),
-                weights=DecisionWeights(actual, desired, None if moving else actual),
-                health={
-                    b: {slo: h.level.name for slo, h in per.items()} for b, per in health.items()
-                },
-                reasons=[*_reason_rows(health), *({"message": r} for r in reasons)],
-                guardrails=[n.to_json() for n in notes],
-                dry_run=dry_run,
-                actor=config.actor,
-                phase=proposed.phase,
-                cause=cause,
-            )
+        decision = Decision(
+            at=now,
+            target=target.key,
+            kind=target.kind,
+            action=Action(action),
+            weights=DecisionWeights(actual, desired, None if moving else actual),
+            health={b: {slo: h.level.name for slo, h in per.items()} for b, per in health.items()},
+            reasons=[*_reason_rows(health), *({"message": r} for r in reasons)],
+            guardrails=[n.to_json() for n in notes],
+            dry_run=dry_run,
+            actor=config.actor,
+            phase=proposed.phase,
+            cause=cause,
         )
 
         # 7-8. Act and verify
         if not moving:
             states.save(target.key, proposed)
-            return decision
+            return self._record(decision)
         if dry_run:
             states.save(target.key, proposed.with_(applied=desired))
-            return decision
+            return self._record(decision)
         intent = Intent(desired, decision.id, action, now)
         pending = states.save(target.key, proposed.with_(intent=intent))
+        try:
+            decision = self._record(decision)
+        except BaseException:
+            states.save(target.key, state.with_(version=pending.version))  # not recorded: undo
+            raise
         try:
             self._apply(adapter, desired)
         except TrafficError as error:

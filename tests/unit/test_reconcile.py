@@ -255,3 +255,38 @@ def test_targets_are_scheduled_by_their_own_interval() -> None:
     assert list(groups) == sorted([10.0, 60.0, BALANCE_INTERVAL])
     assert [t.name for t in groups[10.0]] == ["fast", "also"]
     assert [t.name for t in groups[BALANCE_INTERVAL]] == ["zones"]
+
+
+def test_an_intent_whose_decision_was_never_recorded_is_dropped_not_applied(
+    tmp_path: Path,
+) -> None:
+    """A crash after saving the intent and before recording its decision: nothing was applied,
+    and the history must not show a step that never happened."""
+    from trimtab.controller.state import Intent
+
+    r = rig(tmp_path)
+    assert r.run(0) == "advance"
+    assert r.run(0.5) == "hold"  # verified at 10 %
+    saved = r.states.load(TARGET.key)
+    ghost = Intent({"v1": 50, "v2": 50}, "20260101T000100.000Z-deadbeef", "advance", T0)
+    r.states.save(TARGET.key, saved.with_(intent=ghost))
+    for minute in (1, 1.5, 2, 2.5, 3):
+        r.run(minute)
+    assert all(d.id != ghost.decision_id for d in r.log.records())
+    half = {"v1": 50, "v2": 50}
+    applied = [w for w in r.adapter.applied if w == half]
+    recorded = [
+        d for d in r.log.records() if d.action.value == "advance" and d.weights.desired == half
+    ]
+    assert len(applied) == len(recorded) == 1, "the step to 50 % happened once, and is recorded"
+
+
+def test_the_last_decision_follows_another_writer(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    r.run(0)
+    mine, theirs = r.log, DecisionLog(tmp_path / "decisions.jsonl")
+    first = mine.last(TARGET.key)
+    assert first is not None
+    r.reconciler().override(TARGET, "pause", "alice", T0 + timedelta(minutes=1))
+    assert mine.last(TARGET.key) == theirs.last(TARGET.key)
+    assert mine.last(TARGET.key).actor == "alice"  # type: ignore[union-attr]
