@@ -183,7 +183,8 @@ class Reconciler:
 
         # 7-8. Act and verify
         if not moving:
-            states.save(target.key, proposed)
+            if proposed != state:  # a hold that changes nothing writes nothing
+                states.save(target.key, proposed)
             return self._record(decision)
         if dry_run:
             states.save(target.key, proposed.with_(applied=desired))
@@ -340,15 +341,20 @@ class Reconciler:
         return None
 
     def _record(self, decision: Decision) -> Decision:
-        """Append ``decision`` unless it repeats the target's last one (a hold is logged once)."""
+        """Append ``decision`` unless it repeats the target's last one: a hold or a no-op with
+        the same cause, health and weights is logged once, however its wording moves on
+        ("healthy for 2m of the 5m hold" each cycle) — at 10,000 targets a record per target
+        per cycle would be most of a cycle's cost and of the log."""
         last = self.config.log.last(decision.target)
         if (
             last is not None
             and decision.action in (Action.HOLD, Action.NONE)
             and last.action == decision.action
+            and last.cause == decision.cause
             and last.health == decision.health
-            and [r.get("message") for r in last.reasons]
-            == [r.get("message") for r in decision.reasons]
+            and last.weights.desired == decision.weights.desired
+            and last.dry_run == decision.dry_run
+            and (decision.cause is not None or _messages(last) == _messages(decision))
         ):
             return decision
         return self.config.log.append(decision)
@@ -384,6 +390,10 @@ def _requests(target: Target, state: TargetState, now: datetime) -> list[SeriesR
     return requests_for(
         target, shifted_for=None if since is None else (now - since).total_seconds()
     )
+
+
+def _messages(decision: Decision) -> list[object]:
+    return [r.get("message") for r in decision.reasons]
 
 
 def _reason_rows(health: Mapping[str, Mapping[str, Health]]) -> list[dict[str, object]]:

@@ -290,3 +290,15 @@ def test_the_last_decision_follows_another_writer(tmp_path: Path) -> None:
     r.reconciler().override(TARGET, "pause", "alice", T0 + timedelta(minutes=1))
     assert mine.last(TARGET.key) == theirs.last(TARGET.key)
     assert mine.last(TARGET.key).actor == "alice"  # type: ignore[union-attr]
+
+
+def test_a_hold_that_only_counts_time_is_recorded_once_and_writes_no_state(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    r.run(0)  # advance to 10 %
+    r.run(0.5)  # verified: the hold starts
+    saved = r.states.path(TARGET.key).stat().st_mtime_ns
+    for minute in (0.6, 0.7, 0.8, 0.9):  # healthy, inside the 1m hold: "healthy for …" moves on
+        assert r.run(minute) == "hold"
+    holds = [d for d in r.log.records() if d.cause == "hold-in-progress"]
+    assert len(holds) == 1, [d.reasons for d in holds]
+    assert r.states.path(TARGET.key).stat().st_mtime_ns == saved
