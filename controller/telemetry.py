@@ -9,6 +9,7 @@ the exposition holds exactly these families::
     trimtab_slo_health{slo,target,backend}           gauge: 2 UNAVAILABLE … 0 HEALTHY, -1 UNKNOWN
     trimtab_slo_value{slo,target,backend,window}     gauge: the measured SLI (ratio or value)
     trimtab_slo_threshold{slo,level}                 gauge: DEGRADED / UNAVAILABLE thresholds
+    trimtab_target_phase{target,phase}               gauge: 1 for the target's current phase
     trimtab_decisions_total{target,action}           counter
     trimtab_cycle_duration_seconds                   histogram
     trimtab_source_errors_total                      counter: query batches with a failure
@@ -112,7 +113,8 @@ class Telemetry:
         self.cycles = 0
         self._lock = threading.Lock()
         self._gauges: dict[str, dict[Labels, float]] = {
-            n: {} for n in ("route_weight", "slo_health", "slo_value", "slo_threshold")
+            n: {}
+            for n in ("route_weight", "slo_health", "slo_value", "slo_threshold", "target_phase")
         }
         self._server: ThreadingHTTPServer | None = None
         resource = _resource()
@@ -128,6 +130,7 @@ class Telemetry:
             ("slo_health", "Health level: 2 UNAVAILABLE, 1 DEGRADED, 0 HEALTHY, -1 UNKNOWN."),
             ("slo_value", "Measured SLI per window: error ratio (budget-based) or value."),
             ("slo_threshold", "The number an SLO's health level compares against."),
+            ("target_phase", "1 for a target's current phase (Progressing, Promoted, …)."),
         ):
             meter.create_observable_gauge(
                 f"trimtab_{name}", callbacks=[self._observer(name)], description=doc
@@ -187,6 +190,9 @@ class Telemetry:
         }
         if levels:  # a hold before judging (the adapter failed) says nothing about health
             self._replace("slo_health", (("target", target),), levels)
+        if decision.phase:
+            phase: Labels = (("phase", decision.phase), ("target", target))
+            self._replace("target_phase", (("target", target),), {phase: 1.0})
 
     def record_measurements(
         self, requests: Sequence[SeriesRequest], measurements: Measurements
@@ -209,9 +215,9 @@ class Telemetry:
             values: dict[Labels, float] = {
                 (("backend", b), ("slo", slo), ("target", request.target),
                  ("window", format_duration(w))): m.value
-                for b, windows in result.backends.items()
-                for w, m in windows.items()
-                if m.value is not None
+                for b in result.backends
+                for w, m in result.judged(b).items()  # by the SLO's window, clipped or not
+                if m.value is not None and w in spec.windows
             }  # fmt: skip
             self._replace("slo_value", (("slo", slo), ("target", request.target)), values)
         if failed:

@@ -257,7 +257,7 @@ def _finish(builder: Dashboard, uid: str, title: str) -> GeneratedDashboard:
 
 
 def overview() -> GeneratedDashboard:
-    """Every Rollout and Balance: weights, health per SLO, decisions as annotations."""
+    """Every Rollout and Balance: phase, weights, health per SLO, decisions as annotations."""
     uid, title = "trimtab-overview", "trimtab / Overview"
     target = 'target="$target"'
     builder = (
@@ -275,6 +275,19 @@ def overview() -> GeneratedDashboard:
             )
         )
         .with_row(Row("$target").repeat("target"))
+        .with_panel(
+            statetimeline.Panel()
+            .title("Phase")
+            .description(
+                "The target's phase over time (trimtab_target_phase): Pending, Progressing, "
+                "Paused, Promoted, RolledBack for a Rollout; Balancing for a Balance."
+            )
+            .datasource(DATASOURCE)
+            .span(24)
+            .height(3)
+            .show_value(common.VisibilityMode.NEVER)
+            .targets(list(_queries([(f"trimtab_target_phase{{{target}}} == 1", "{{phase}}")])))
+        )
         .with_panel(
             _timeseries(
                 "Weights",

@@ -113,6 +113,7 @@ def test_a_cycle_exposes_every_metric_with_its_labels(telemetry: Telemetry, tmp_
         "trimtab_slo_health": "gauge",
         "trimtab_slo_value": "gauge",
         "trimtab_slo_threshold": "gauge",
+        "trimtab_target_phase": "gauge",
         "trimtab_decisions_total": "counter",
         "trimtab_cycle_duration_seconds": "histogram",
         "trimtab_source_errors_total": "counter",
@@ -121,6 +122,7 @@ def test_a_cycle_exposes_every_metric_with_its_labels(telemetry: Telemetry, tmp_
     assert "otel_scope" not in text
     assert "target_info" not in text
 
+    assert value(telemetry, "trimtab_target_phase", target=KEY, phase="Progressing") == 1
     assert value(telemetry, "trimtab_route_weight", target=KEY, backend="v1") == 90
     assert value(telemetry, "trimtab_route_weight", target=KEY, backend="v2") == 10
     for backend in ("v1", "v2"):
