@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,7 +169,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _process(argv: list[str], log: Path, what: str) -> Iterator[subprocess.Popen[str]]:
+def _process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[str]]:
     """A child process (argv, no shell), stopped by its own PID on the way out."""
     with log.open("w") as output:
         child = subprocess.Popen(
@@ -420,7 +420,7 @@ def start_backend(stack: ExitStack, version: str, directory: Path) -> int:
     """A demo backend answering as ``version``, stopped when ``stack`` closes; its port."""
     log = directory / f"{version}.log"
     argv = [sys.executable, "-m", "trimtab.controller.demoapp", "--version", version]
-    child = stack.enter_context(_process(argv, log, f"backend {version}"))
+    child = stack.enter_context(_process(argv, log))
     return _read_port(child, f"backend {version}", log)
 
 
@@ -441,7 +441,7 @@ def start_envoy(
     bootstrap.write_text(json.dumps(config, indent=2))
     # No hot restart: no shared-memory segments left in /dev/shm, any number side by side.
     argv = [envoy, "-c", str(bootstrap), "--disable-hot-restart", "-l", "warning"]
-    proxy = stack.enter_context(_process(argv, directory / "envoy.log", "Envoy"))
+    proxy = stack.enter_context(_process(argv, directory / "envoy.log"))
     _wait_until(lambda: _serves(f"http://127.0.0.1:{listen}/"), "Envoy", proxy)
 
 
@@ -505,19 +505,23 @@ def _loop(
     started = time.monotonic()
     time.sleep(interval)  # the scraper needs two samples for a rate
     display = Live(console=console, auto_refresh=False) if live else None
-    with display or _nothing():
+    with display or nullcontext():
         while time.monotonic() - started < TIME_LIMIT:
             tick = time.monotonic()
             for decision in wiring.reconciler.cycle(wiring.targets, datetime.now(UTC)):
                 if not result.decisions or result.decisions[-1].id != decision.id:
                     result.decisions.append(decision)
                     if not live and decision.action.value not in ("none",):
-                        console.print(_line(decision, started))
+                        console.print(_line(decision))
             state = wiring.states.load("Rollout/demo")
             result.phase = state.phase or "Pending"
             canary = dict(state.applied or {}).get("v2", 0)
             if scenario.fault and result.fault_at is None and canary >= scenario.fault_at:
-                httpx.post(f"http://127.0.0.1:{ports['v2']}/fault", json=scenario.fault)
+                try:
+                    url = f"http://127.0.0.1:{ports['v2']}/fault"
+                    httpx.post(url, json=scenario.fault, timeout=5).raise_for_status()
+                except httpx.HTTPError as error:
+                    raise DemoUnavailable(f"cannot inject the fault into v2: {error}") from None
                 result.fault_at = time.monotonic() - started
                 if not live:
                     console.print(f"[red]fault injected into v2: {scenario.summary}[/]")
@@ -531,17 +535,12 @@ def _loop(
     result.total = time.monotonic() - started
 
 
-def _line(decision: Decision, started: float) -> str:
+def _line(decision: Decision) -> str:
     w = decision.weights
     return (
         f"{decision.action.value:<9} v2 {w.current.get('v2', 0):3d}% → {w.desired.get('v2', 0):3d}%"
         f"  {_why(decision)}  [dim]{decision.id}[/]"
     )
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @contextmanager
