@@ -110,10 +110,11 @@ def main() -> None:
     for count in args.targets:
         first, steady = measure(count, args.runs)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        spread = f"[{min(steady):.2f}–{max(steady):.2f}]"
         print(
             f"{count:6d} targets: first cycle (every rollout starts) {first:6.2f} s; steady "
-            f"cycle median {statistics.median(steady):5.2f} s [{min(steady):.2f}–{max(steady):.2f}] "
-            f"over {len(steady)}; peak RSS so far {rss:.0f} MB"
+            f"cycle median {statistics.median(steady):5.2f} s {spread} over {len(steady)}; "
+            f"peak RSS so far {rss:.0f} MB"
         )
 
 

@@ -111,14 +111,7 @@ class Reconciler:
         # 2. Verify the last change before measuring: measuring too early measures old weights
         if state.intent is not None and not dry_run and target.key not in self._resumed:
             self._resumed.add(target.key)  # once per process: after a crash, or a restart
-            if config.log.find(state.intent.decision_id) is None:
-                log.warning(
-                    "%s: dropping the intent of decision %s, which was never recorded (the "
-                    "controller stopped before recording it; nothing was applied)",
-                    target.key,
-                    state.intent.decision_id,
-                )
-                state = states.save(target.key, state.with_(intent=None))
+            self._record_lost(target, state.intent)
         if state.intent is not None and not dry_run:
             settled = self._settle(target, state, adapter, actual)
             if settled is None:
@@ -161,10 +154,10 @@ class Reconciler:
             reasons, notes, cause = balanced.reasons, balanced.guardrails, balanced.cause
             proposed = _with_balance_memory(state, balanced.memory, now)
 
-        # 6. Record, before acting. A move saves its intent first, then records the decision,
-        # then acts: a crash between the two leaves an intent whose decision is not in the log,
-        # which the next process drops (nothing was applied), never a recorded decision that
-        # nothing followed (a phantom step in the history).
+        # 6. Record, before acting. A move saves its intent (carrying the decision) first, then
+        # records the decision, then acts: a crash between the two leaves an intent whose
+        # decision the next process records before acting on it — never a recorded decision
+        # that nothing followed (a phantom step in the history).
         moving = desired != actual
         decision = Decision(
             at=now,
@@ -189,7 +182,7 @@ class Reconciler:
         if dry_run:
             states.save(target.key, proposed.with_(applied=desired))
             return self._record(decision)
-        intent = Intent(desired, decision.id, action, now)
+        intent = Intent(desired, decision.id, action, now, record=decision.to_json())
         pending = states.save(target.key, proposed.with_(intent=intent))
         try:
             decision = self._record(decision)
@@ -339,6 +332,22 @@ class Reconciler:
                 self.config.baseline,
             )
         return None
+
+    def _record_lost(self, target: Target, intent: Intent) -> None:
+        """Record the decision of a saved intent if a crash kept it out of the log.
+
+        A move saves its intent (carrying the decision) before recording the decision, and
+        records it before acting: an intent whose decision is not in the log was never acted
+        on. Recording it now, as it was decided, keeps the log's promise — every move is
+        recorded before it is made — and the cycle goes on to apply it once."""
+        if intent.record is None or self.config.log.find(intent.decision_id) is not None:
+            return
+        log.warning(
+            "%s: recording decision %s, which a stop kept out of the log before it was acted on",
+            target.key,
+            intent.decision_id,
+        )
+        self.config.log.append(Decision.from_json(intent.record))
 
     def _record(self, decision: Decision) -> Decision:
         """Append ``decision`` unless it repeats the target's last one: a hold or a no-op with

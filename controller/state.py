@@ -101,6 +101,9 @@ class Intent:
     """When the intent was recorded; verification that takes too long is judged from here."""
     step: int | None = None
     """The Rollout step reached once verified (``None`` for a Balance or a step-less move)."""
+    record: Mapping[str, Any] | None = None
+    """The decision itself (its JSON, unsealed): the intent is saved before the decision is
+    recorded, so a crash between the two leaves what the next process needs to record it."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", _weights(self.weights, "intent.weights"))
@@ -114,12 +117,20 @@ class Intent:
             "action": self.action,
             "at": self.at.isoformat(),
             "step": self.step,
+            "record": None if self.record is None else dict(self.record),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Intent:
         at = datetime.fromisoformat(data["at"])
-        return cls(data["weights"], data["decisionId"], data["action"], at, data.get("step"))
+        return cls(
+            data["weights"],
+            data["decisionId"],
+            data["action"],
+            at,
+            data.get("step"),
+            data.get("record"),
+        )
 
 
 @dataclass(frozen=True)

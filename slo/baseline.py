@@ -35,8 +35,9 @@ Parameters (:class:`BaselineSettings`): ``alpha`` 0.01 (threshold ``1/α`` = 100
 0.1, ``ratios`` 1.5×, 2×, 3×, 5×, 10×, 30×, 100×; and ``min_bad_events`` 4: REGRESSION also
 needs this many canary bad events, so a few bad requests never roll back (DESIGN §1.3; with 3,
 ``bench/decisions.py`` saw 1 false rollback in 200 low-traffic canaries, with 4 none, and the
-same detection times). It only makes rejection harder, so validity is kept. (One event alone gives at most
-``mean(θ_k) / (1 + tolerance)`` ≈ 19.7 with these ratios, however small the canary's share.)
+same detection times). It only makes rejection harder, so validity is kept. (One event alone
+gives at most ``mean(θ_k) / (1 + tolerance)`` ≈ 19.7 with these ratios, however small the
+canary's share.)
 
 The counts are those since the current step began: trimtab clips the analysis window to the time
 since the last shift, so each step runs a fresh sequential test, and the weight — hence the split

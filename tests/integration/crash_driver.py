@@ -142,7 +142,7 @@ def main(directory: Path) -> int:
             return 1
         reconciler.cycle([target], T0 + cycle * INTERVAL)
         _replace(counter, f"{cycle + 1}\n")
-        time.sleep(0.001)  # kills land at varied points of the cycles
+        time.sleep(0.003)  # kills land at varied points of the cycles (a cycle takes ~1-2 ms)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def test_a_rollout_killed_at_random_points_resumes_without_a_double_step(tmp_pat
         try:
             assert process.stdout is not None
             assert process.stdout.readline() == "ready\n"
-            time.sleep(rng.uniform(0, 0.012))  # a cycle takes a few milliseconds
+            time.sleep(rng.uniform(0, 0.008))  # a cycle takes a few milliseconds
             process.send_signal(signal.SIGKILL)
         finally:
             process.wait(timeout=30)

@@ -11,7 +11,7 @@ import pytest
 from trimtab.adapters.fake import FakeTrafficAdapter, ListMetricSource
 from trimtab.controller.decisions import DecisionLog
 from trimtab.controller.reconcile import Reconciler, ReconcilerConfig
-from trimtab.controller.state import StateStore
+from trimtab.controller.state import Intent, StateStore
 from trimtab.controller.targets import Target, targets
 from trimtab.slo import load_text
 from trimtab.slo.traffic import PermanentTrafficError, TransientTrafficError
@@ -257,28 +257,41 @@ def test_targets_are_scheduled_by_their_own_interval() -> None:
     assert [t.name for t in groups[BALANCE_INTERVAL]] == ["zones"]
 
 
-def test_an_intent_whose_decision_was_never_recorded_is_dropped_not_applied(
+def test_an_intent_whose_decision_a_crash_kept_out_of_the_log_is_recorded_then_applied_once(
     tmp_path: Path,
 ) -> None:
-    """A crash after saving the intent and before recording its decision: nothing was applied,
-    and the history must not show a step that never happened."""
-    from trimtab.controller.state import Intent
-
+    """A crash after saving the intent (with its decision) and before recording the decision:
+    the next process records that decision, then applies it once — one step, one record."""
     r = rig(tmp_path)
-    assert r.run(0) == "advance"
-    assert r.run(0.5) == "hold"  # verified at 10 %
-    saved = r.states.load(TARGET.key)
-    ghost = Intent({"v1": 50, "v2": 50}, "20260101T000100.000Z-deadbeef", "advance", T0)
-    r.states.save(TARGET.key, saved.with_(intent=ghost))
-    for minute in (1, 1.5, 2, 2.5, 3):
-        r.run(minute)
-    assert all(d.id != ghost.decision_id for d in r.log.records())
     half = {"v1": 50, "v2": 50}
-    applied = [w for w in r.adapter.applied if w == half]
+    minute = 0.0
+    while r.adapter.weights != half:  # to 10 %, the hold, then to 50 %
+        r.run(minute)
+        minute += 0.5
+        assert minute < 10
+    (advance,) = [d for d in r.log.records() if d.weights.desired == half]
+    # Rewind to the moment between saving the intent and recording it: the log without its
+    # last record, the route still at 10 %.
+    lines = r.log.path.read_text().splitlines(keepends=True)
+    assert advance.id in lines[-1]
+    r.log.path.write_text("".join(lines[:-1]))
+    r.log.head_path.unlink()
+    r.adapter.drift({"v1": 90, "v2": 10})
+    state = r.states.load(TARGET.key)
+    assert state.intent is None
+    r.states.save(TARGET.key, state.with_(applied={"v1": 90, "v2": 10}, intent=None))
+    pending = r.states.load(TARGET.key)
+    intent = Intent(
+        advance.weights.desired, advance.id, "advance", advance.at, record=advance.to_json()
+    )
+    r.states.save(TARGET.key, pending.with_(intent=intent))
+    r.reconciler().cycle([TARGET], T0 + timedelta(minutes=minute))  # a new process
     recorded = [
-        d for d in r.log.records() if d.action.value == "advance" and d.weights.desired == half
+        d for d in r.log.records() if d.weights.desired == half and d.action.value == "advance"
     ]
-    assert len(applied) == len(recorded) == 1, "the step to 50 % happened once, and is recorded"
+    assert [d.id for d in recorded] == [advance.id]
+    assert r.adapter.weights == half
+    assert r.log.verify().ok, r.log.verify().findings
 
 
 def test_the_last_decision_follows_another_writer(tmp_path: Path) -> None:
