@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum
+from functools import lru_cache
 
 from .durations import format_duration
 from .models import DEFAULT_BUDGET_HEALTH, HealthSpec, LevelThreshold, SLOSpec
@@ -111,7 +112,12 @@ def error_budget(spec: SLOSpec) -> float:
     """
     if spec.objective is None:
         raise ValueError("a budget-based SLO needs an objective")
-    return float((Decimal(100) - Decimal(repr(spec.objective))) / Decimal(100))
+    return _budget(spec.objective)
+
+
+@lru_cache(maxsize=256)
+def _budget(objective: float) -> float:
+    return float((Decimal(100) - Decimal(repr(objective))) / Decimal(100))
 
 
 def health_spec(spec: SLOSpec) -> HealthSpec:

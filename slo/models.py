@@ -196,15 +196,15 @@ class LevelThreshold(Model):
             raise ValueError("give exactly one of 'burnRate', 'above' or 'below'")
         return self
 
-    @property
+    @cached_property
     def value(self) -> float:
-        """The threshold number, whatever comparison it uses."""
+        """The threshold number, whatever comparison it uses (computed once: judged often)."""
         for v in (self.burn_rate, self.above, self.below):
             if v is not None:
                 return v
         raise AssertionError("validated threshold has a value")
 
-    @property
+    @cached_property
     def comparison(self) -> Literal["burnRate", "above", "below"]:
         if self.burn_rate is not None:
             return "burnRate"
