@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from trimtab.slo.ports import Measurements, MetricSource, SeriesRequest, Verific
 from trimtab.slo.promql import compile_sli
 from trimtab.slo.traffic import PermanentTrafficError, TrafficError
 
+from .reconcile import Reconciler
 from .state import StateStore
 from .targets import Target
 from .wiring import nominal_weights, wire
@@ -96,8 +98,8 @@ def plan(
             adapters[target.key] = _ReadOnly(
                 wiring.reconciler.config.adapters[target.key], fallback
             )
-        wiring.reconciler.config.adapters.update(adapters)  # type: ignore[attr-defined]
-        decisions = wiring.reconciler.cycle(list(chosen), at)
+        reconciler = Reconciler(replace(wiring.reconciler.config, adapters=adapters))
+        decisions = reconciler.cycle(list(chosen), at)
     measurements = recording.measurements
     assert measurements is not None
     reports = []
