@@ -65,25 +65,22 @@ Errors by cause:
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import ipaddress
 import json
 import logging
-import os
 import re
-import secrets
-import stat
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import yaml
+from trimtab.adapters.ownedfile import OwnedFile
 from trimtab.slo.names import check_backend, check_host_port, check_proxy_name
 from trimtab.slo.ports import Verification, Weights
 from trimtab.slo.routes import EnvoyRoute
@@ -106,24 +103,9 @@ SCALE = 100
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 MAX_BYTES = 1024 * 1024  # a route file this adapter writes is a few hundred bytes
 DEFAULT_TIMEOUT = 2.0
-_NEW_FILE_MODE = 0o644
 _DOMAIN = re.compile(r"^[A-Za-z0-9*.:\[\]-]+$")
 _PROTOBUF_SUFFIXES = (".pb", ".pb_text")  # Envoy would read the file as protobuf, not JSON
 _POLL_FIRST, _POLL_MAX = 0.001, 0.02  # Envoy applies a file in ~2 ms
-_PERMANENT_ERRNOS = frozenset(
-    {
-        errno.EACCES,
-        errno.EPERM,
-        errno.EROFS,
-        errno.ENOENT,
-        errno.ENOTDIR,
-        errno.EISDIR,
-        errno.ELOOP,
-        errno.ENAMETOOLONG,
-        errno.EXDEV,
-        errno.ENXIO,
-    }
-)
 
 
 # ----------------------------------------------------------------------------------- rendering
@@ -504,6 +486,14 @@ class EnvoyAdapter:
             raise ValueError(f"timeout must be positive, not {timeout!r}")
         self.route = route
         self.path = path
+        self._file = OwnedFile(
+            path,
+            owner="the envoy adapter",
+            what="the RDS file",
+            max_bytes=MAX_BYTES,
+            no_directory="; Envoy watches it, and the envoy adapter creates the file, not the "
+            "directory",
+        )
         self.backends: tuple[str, ...] = tuple(names)
         self.initial = validate_weights(initial, names) if initial is not None else None
         self.create = create
@@ -837,86 +827,10 @@ class EnvoyAdapter:
 
     def _read_text(self) -> str:
         """The file's text; refuses symlinks, non-regular files and oversized files."""
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(self.path, flags)
-        except FileNotFoundError:
-            raise _Missing from None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP or self.path.is_symlink():
-                raise PermanentTrafficError(
-                    f"{self.path}: is a symbolic link; the envoy adapter writes only a regular "
-                    "file it owns"
-                ) from None
-            self._fail("cannot read", exc)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise PermanentTrafficError(f"{self.path}: is not a regular file")
-            with os.fdopen(fd, "rb", closefd=False) as stream:
-                raw = stream.read(MAX_BYTES + 1)
-        except OSError as exc:
-            self._fail("cannot read", exc)
-        finally:
-            os.close(fd)
-        if len(raw) > MAX_BYTES:
-            raise PermanentTrafficError(f"{self.path}: larger than {MAX_BYTES} bytes")
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise PermanentTrafficError(f"{self.path}: not UTF-8 text") from None
+        text = self._file.read_text()
+        if text is None:
+            raise _Missing
+        return text
 
     def _write(self, text: str) -> None:
-        directory = self.path.parent
-        if not directory.is_dir():
-            raise PermanentTrafficError(
-                f"{self.path}: the directory {directory} does not exist; Envoy watches it, and "
-                "the envoy adapter creates the file, not the directory"
-            )
-        if self.path.is_symlink():
-            raise PermanentTrafficError(
-                f"{self.path}: is a symbolic link; the envoy adapter writes only a regular file "
-                "it owns"
-            )
-        try:
-            mode: int | None = stat.S_IMODE(os.stat(self.path).st_mode)
-        except FileNotFoundError:
-            mode = None
-        except OSError as exc:
-            self._fail("cannot write", exc)
-        temp = directory / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(temp, flags, _NEW_FILE_MODE)
-        except OSError as exc:
-            self._fail("cannot write", exc)
-        try:
-            try:
-                with os.fdopen(fd, "wb") as stream:
-                    stream.write(text.encode("utf-8"))
-                    stream.flush()
-                    if mode is not None:
-                        os.fchmod(stream.fileno(), mode)
-                    os.fsync(stream.fileno())
-                os.replace(temp, self.path)
-            except BaseException:
-                temp.unlink(missing_ok=True)
-                raise
-            _fsync_directory(directory)
-        except OSError as exc:
-            self._fail("cannot write", exc)
-
-    def _fail(self, doing: str, exc: OSError) -> NoReturn:
-        reason = exc.strerror or type(exc).__name__
-        message = f"{self.path}: {doing} the RDS file: {reason}"
-        if exc.errno in _PERMANENT_ERRNOS:
-            raise PermanentTrafficError(message) from exc
-        raise TransientTrafficError(message) from exc
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable: fsync the directory that holds the entry."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        self._file.write_bytes(text.encode("utf-8"))

@@ -43,23 +43,19 @@ own schedule; that is outside what this adapter can see.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import secrets
-import stat
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from trimtab.adapters.ownedfile import OwnedFile
 from trimtab.slo.names import check_backend
 from trimtab.slo.ports import Verification, Weights
 from trimtab.slo.routes import FileRoute
 from trimtab.slo.traffic import (
     PermanentTrafficError,
-    TransientTrafficError,
     WeightsError,
     validate_weights,
 )
@@ -67,21 +63,6 @@ from trimtab.slo.traffic import (
 __all__ = ["FileAdapter", "render"]
 
 MAX_BYTES = 64 * 1024  # far more than any route's weights; a bigger file is not ours
-_NEW_FILE_MODE = 0o644
-_PERMANENT = frozenset(
-    {
-        errno.EACCES,
-        errno.EPERM,
-        errno.EROFS,
-        errno.ENOENT,
-        errno.ENOTDIR,
-        errno.EISDIR,
-        errno.ELOOP,
-        errno.ENAMETOOLONG,
-        errno.EXDEV,
-        errno.ENXIO,
-    }
-)
 
 
 def render(weights: Mapping[str, int]) -> str:
@@ -118,6 +99,14 @@ class FileAdapter:
         for name in names:
             check_backend(name)
         self.path = Path(route.path)
+        self._file = OwnedFile(
+            self.path,
+            owner="the file adapter",
+            what="the weights file",
+            max_bytes=MAX_BYTES,
+            too_big="; not a weights file",
+            no_directory="; the file adapter creates the file, not its directory",
+        )
         self.backends: tuple[str, ...] = tuple(names)
         self.initial = validate_weights(initial, names) if initial is not None else None
         self.create = create
@@ -187,95 +176,13 @@ class FileAdapter:
 
     def _read_text(self) -> str:
         """The file's text; refuses symlinks, non-regular files and oversized files."""
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(self.path, flags)
-        except FileNotFoundError:
-            raise _Missing from None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP or self.path.is_symlink():
-                raise PermanentTrafficError(
-                    f"{self.path}: is a symbolic link; the file adapter writes only a regular "
-                    "file it owns"
-                ) from None
-            self._fail("cannot read", exc)
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise PermanentTrafficError(f"{self.path}: is not a regular file")
-            with os.fdopen(fd, "rb", closefd=False) as stream:
-                raw = stream.read(MAX_BYTES + 1)
-        except OSError as exc:
-            self._fail("cannot read", exc)
-        finally:
-            os.close(fd)
-        if len(raw) > MAX_BYTES:
-            raise PermanentTrafficError(
-                f"{self.path}: larger than {MAX_BYTES} bytes; not a weights file"
-            )
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise PermanentTrafficError(f"{self.path}: not UTF-8 text") from None
+        text = self._file.read_text()
+        if text is None:
+            raise _Missing
+        return text
 
     def _write(self, text: str) -> None:
-        directory = self.path.parent
-        if not directory.is_dir():
-            raise PermanentTrafficError(
-                f"{self.path}: the directory {directory} does not exist; the file adapter "
-                "creates the file, not its directory"
-            )
-        if self.path.is_symlink():
-            raise PermanentTrafficError(
-                f"{self.path}: is a symbolic link; the file adapter writes only a regular file "
-                "it owns"
-            )
-        try:
-            mode: int | None = stat.S_IMODE(os.stat(self.path).st_mode)
-        except FileNotFoundError:
-            mode = None
-        except OSError as exc:
-            self._fail("cannot write", exc)
-        temp = directory / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(temp, flags, _NEW_FILE_MODE)
-        except OSError as exc:
-            self._fail("cannot write", exc)
-        try:
-            try:
-                with os.fdopen(fd, "wb") as stream:
-                    stream.write(text.encode("utf-8"))
-                    stream.flush()
-                    if mode is not None:
-                        os.fchmod(stream.fileno(), mode)
-                    os.fsync(stream.fileno())
-                os.replace(temp, self.path)
-            except BaseException:
-                temp.unlink(missing_ok=True)
-                raise
-            _fsync_directory(directory)
-        except OSError as exc:
-            self._fail("cannot write", exc)
-
-    def _fail(self, doing: str, exc: OSError) -> NoReturn:
-        reason = exc.strerror or type(exc).__name__
-        where = exc.filename if isinstance(exc.filename, str) else str(self.path)
-        message = f"{self.path}: {doing} the weights file: {reason}"
-        if where != str(self.path):
-            message += f" ({where})"
-        if exc.errno in _PERMANENT:
-            raise PermanentTrafficError(message) from exc
-        raise TransientTrafficError(message) from exc
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable: fsync the directory that holds the entry."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        self._file.write_bytes(text.encode("utf-8"))
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -86,16 +86,15 @@ import logging
 import math
 import os
 import re
-import secrets
-import stat
 import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, Protocol
+from typing import Protocol
 
+from trimtab.adapters.ownedfile import OwnedFile, fsync_directory
 from trimtab.slo.names import check_backend, check_host_port, check_proxy_name
 from trimtab.slo.ports import Verification, Weights
 from trimtab.slo.routes import NginxRoute
@@ -123,21 +122,6 @@ log = logging.getLogger(__name__)
 MAX_BYTES = 1024 * 1024  # an include of thousands of servers is far smaller; bigger is not ours
 MAX_WEIGHT = 10**9  # a sanity bound when reading; trimtab writes at most 100 × M
 _OUTPUT_SHOWN = 1500  # characters of a command's output quoted in an error
-_NEW_FILE_MODE = 0o644
-_PERMANENT = frozenset(
-    {
-        errno.EACCES,
-        errno.EPERM,
-        errno.EROFS,
-        errno.ENOENT,
-        errno.ENOTDIR,
-        errno.EISDIR,
-        errno.ELOOP,
-        errno.ENAMETOOLONG,
-        errno.EXDEV,
-        errno.ENXIO,
-    }
-)
 # ``nginx -s reload`` when no master runs: the pid file is missing (ENOENT), names a process
 # that is gone (ESRCH), or is still empty because NGINX is starting.
 _NOT_RUNNING_ERRNOS = frozenset({errno.ENOENT, errno.ESRCH})
@@ -483,6 +467,14 @@ class NginxAdapter:
                 f"timeout must be positive and settle not negative: {timeout}, {settle}"
             )
         self.path = Path(route.upstream_path)
+        self._file = OwnedFile(
+            self.path,
+            owner="the nginx adapter",
+            what="the upstream include",
+            max_bytes=MAX_BYTES,
+            too_big="; not the include trimtab writes",
+            no_directory="; the nginx adapter creates the include, not its directory",
+        )
         self.marker = self.path.with_name(f".{self.path.name}.trimtab-reload-pending")
         self.backends: tuple[str, ...] = tuple(names)
         self.servers: dict[str, tuple[str, ...]] = servers
@@ -642,80 +634,18 @@ class NginxAdapter:
 
     def _read_bytes(self) -> bytes | None:
         """The include's bytes, ``None`` if missing; refuses symlinks, non-regular, oversized."""
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(self.path, flags)
-        except FileNotFoundError:
-            return None
-        except OSError as error:
-            if error.errno == errno.ELOOP or self.path.is_symlink():
-                raise PermanentTrafficError(
-                    f"{self.path}: is a symbolic link; the nginx adapter writes only a regular "
-                    "file it owns"
-                ) from None
-            self._fail("cannot read", error)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise PermanentTrafficError(f"{self.path}: is not a regular file")
-            with os.fdopen(fd, "rb", closefd=False) as stream:
-                raw = stream.read(MAX_BYTES + 1)
-        except OSError as error:
-            self._fail("cannot read", error)
-        finally:
-            os.close(fd)
-        if len(raw) > MAX_BYTES:
-            raise PermanentTrafficError(
-                f"{self.path}: larger than {MAX_BYTES} bytes; not the include trimtab writes"
-            )
-        return raw
-
-    def _directory(self) -> Path:
-        directory = self.path.parent
-        if not directory.is_dir():
-            raise PermanentTrafficError(
-                f"{self.path}: the directory {directory} does not exist; the nginx adapter "
-                "creates the include, not its directory"
-            )
-        return directory
+        return self._file.read_bytes()
 
     def _write(self, data: bytes) -> None:
         """Replace the include atomically (temp file, fsync, rename, fsync the directory)."""
-        directory = self._directory()
-        try:
-            mode: int | None = stat.S_IMODE(os.lstat(self.path).st_mode)
-        except FileNotFoundError:
-            mode = None
-        except OSError as error:
-            self._fail("cannot write", error)
-        # not ending in .conf, and hidden: never matched by an `include dir/*.conf` glob
-        temp = directory / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(temp, flags, _NEW_FILE_MODE)
-        except OSError as error:
-            self._fail("cannot write", error)
-        try:
-            try:
-                with os.fdopen(fd, "wb") as stream:
-                    stream.write(data)
-                    stream.flush()
-                    if mode is not None:
-                        os.fchmod(stream.fileno(), mode)
-                    os.fsync(stream.fileno())
-                os.replace(temp, self.path)
-            except BaseException:
-                temp.unlink(missing_ok=True)
-                raise
-            _fsync_directory(directory)
-        except OSError as error:
-            self._fail("cannot write", error)
+        self._file.write_bytes(data)
 
     def _restore(self, old: bytes | None, cause: TrafficError) -> None:
         """Put the previous include back (or remove the new one if there was none)."""
         try:
             if old is None:
                 self.path.unlink(missing_ok=True)
-                _fsync_directory(self.path.parent)
+                fsync_directory(self.path.parent)
             else:
                 self._write(old)
         except (OSError, TrafficError) as error:
@@ -730,29 +660,19 @@ class NginxAdapter:
 
     def _mark_pending(self) -> None:
         """Record, durably and before the include changes, that a reload is owed."""
-        self._directory()
+        self._file.directory()
         try:
             fd = os.open(self.marker, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
             os.close(fd)
-            _fsync_directory(self.marker.parent)
+            fsync_directory(self.marker.parent)
         except OSError as error:
-            self._fail("cannot write", error)
+            self._file.fail("cannot write", error)
 
     def _clear_pending(self) -> None:
         try:
             self.marker.unlink(missing_ok=True)
         except OSError as error:
-            self._fail("cannot remove", error)
-
-    def _fail(self, doing: str, error: OSError) -> NoReturn:
-        reason = error.strerror or type(error).__name__
-        where = error.filename if isinstance(error.filename, str) else str(self.path)
-        message = f"{self.path}: {doing} the upstream include: {reason}"
-        if where != str(self.path):
-            message += f" ({where})"
-        if error.errno in _PERMANENT:
-            raise PermanentTrafficError(message) from error
-        raise TransientTrafficError(message) from error
+            self._file.fail("cannot remove", error)
 
 
 class _Uncertain(TransientTrafficError):
@@ -782,12 +702,3 @@ def _checked_argv(kind: str, argv: Sequence[str]) -> tuple[str, ...]:
         if not isinstance(part, str) or not part or "\0" in part:
             raise ValueError(f"the nginx {kind} command has an invalid argument {part!r}")
     return tuple(argv)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable: fsync the directory that holds the entry."""
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -34,9 +34,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from trimtab.adapters.ownedfile import fsync_directory
 from trimtab.slo.errors import TrimtabError
 
-from .durable import fsync_directory
 from .record import (
     GENESIS,
     Action,

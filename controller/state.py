@@ -30,9 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from trimtab.adapters.ownedfile import fsync_directory
 from trimtab.slo.errors import TrimtabError
-
-from .durable import fsync_directory
 
 __all__ = [
     "PHASES",
