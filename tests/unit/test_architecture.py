@@ -48,3 +48,14 @@ def test_package_says_what_it_is_for_and_exports_a_sorted_surface(name: str) -> 
     assert exported == sorted(exported)
     for attr in exported:
         assert hasattr(module, attr), f"{name}.__all__ names missing {attr}"
+
+
+def test_every_proxy_adapter_has_a_real_proxy_harness() -> None:
+    """The contract and under-load suites run once per harness: a proxy adapter without one
+    (or a harness that stopped registering) would leave its proxy untested, silently."""
+    from proxies import HARNESSES
+    from trimtab.controller.wiring import FACTORIES
+
+    proxies = set(FACTORIES) - {"file"}  # the file adapter has its own suite
+    assert proxies == {"envoy", "haproxy", "nginx"}
+    assert set(HARNESSES) == proxies
