@@ -10,12 +10,10 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from trimtab.slo import Config, ConfigError, Problem, load
@@ -23,6 +21,7 @@ from trimtab.slo.rules import DEFAULT_RUNBOOK_BASE_URL, dump_rules, generate_rul
 
 from .dashboards_cli import app as dashboards_app
 from .dashboards_cli import show_runbooks
+from .terminal import Output, OutputFormat, err, out
 
 __all__ = ["app", "main"]
 
@@ -34,15 +33,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dashboards_app)
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class Output(StrEnum):
-    text = "text"
-    json = "json"
-
-
 Files = Annotated[
     list[Path],
     typer.Option(
@@ -51,7 +41,6 @@ Files = Annotated[
         help="A file or folder of YAML (repeatable); folders are read recursively.",
     ),
 ]
-OutputFormat = Annotated[Output, typer.Option("-o", "--output", help="text or json")]
 
 
 def _fail(error: ConfigError) -> NoReturn:

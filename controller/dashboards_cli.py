@@ -20,7 +20,6 @@ import os
 import sys
 import sysconfig
 from collections.abc import Mapping, Sequence
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -29,6 +28,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from trimtab.slo.rules import DEFAULT_RUNBOOK_BASE_URL
+
+from .terminal import Output, OutputFormat, err, out
 
 if TYPE_CHECKING:  # the SDK and grafana-client load when a command needs them, not at start-up
     from trimtab.dashboards.generate import GeneratedDashboard
@@ -52,15 +53,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-class Output(StrEnum):
-    text = "text"
-    json = "json"
-
-
 Files = Annotated[
     list[Path],
     typer.Option(
@@ -145,7 +137,7 @@ def import_(
         Path | None, typer.Option(help="CA bundle to verify Grafana's TLS certificate.")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 10.0,
-    output: Annotated[Output, typer.Option("-o", "--output", help="text or json")] = Output.text,
+    output: OutputFormat = Output.text,
 ) -> None:
     """Import the dashboards into Grafana (overwriting; unchanged ones are left alone)."""
     from trimtab.adapters.grafana import (
