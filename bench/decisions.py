@@ -53,18 +53,22 @@ The SLOs and the Rollout are the YAML below (:data:`CONFIG`), modelled on
 degraded: burn 6 over 5m and 30m; minEvents 50) and a p95 judged by value (degraded above
 250 ms over 5m, unavailable above 1 s over 1m and 5m); steps 10 % (hold 12m, so the faults
 start at 10 %), 25 % and 50 % (5m each), then 100 % through 75 % (``maxStep: 25``). Every 30 s
-the harness judges both versions with ``slo.health.judge``, compares the canary's error counts
-with the stable's with ``slo.baseline.compare``, calls ``controller.rollout.decide``, and
-carries ``proposal.memory`` on. The baseline counts run from the last shift rather than from
+the harness judges both versions with ``slo.health.judge``, carries the baseline test on the
+canary's and the stable's error counts with ``slo.baseline.observe`` (counts since the last
+shift; the test goes on across steps with ``BaselineTrack.next_step``, as
+``controller/reconcile.py`` does), calls ``controller.rollout.decide``, and carries
+``proposal.memory`` on. The baseline counts run from the last shift rather than from
 ``memory.step_started_at``: the two differ only after a move the guardrails cut short
 (50 → 75), where ``step_started_at`` stays put and the split would change inside the window.
 Windows are clipped to the time since the last shift (DESIGN.md §5 step 3; ``--no-clip``
-measures full windows instead, after a 30-minute warm-up on the stable). ``--baseline-window``
-compares over the error SLO's longest health window that fits in the step instead (nothing in
-a step's first minute) — with ``--no-clip``, what ``controller/reconcile.py`` did when this was
-written. The baseline uses the error counts only (one ``BaselineResult`` per decision; slow
-requests are not compared). The reconcile cycle itself is not run: this drives the pure policy
-the way the cycle does, without its state store, decision log and adapters.
+measures full windows instead, after a 30-minute warm-up on the stable). Variants, for
+comparison: ``--per-step`` starts a new test at each step; ``--no-change-points`` tests each
+step's counts as a whole with ``slo.baseline.compare`` (what trimtab did before change points);
+``--baseline-window`` compares the error SLO's longest health window that fits in the step
+(nothing in a step's first minute); ``--alpha`` and ``--first-weight`` set the test's
+parameters. The baseline uses the error counts only (slow requests are not compared). The
+reconcile cycle itself is not run: this drives the pure policy the way the cycle does, without
+its state store, decision log and adapters.
 
 Flagger-style judge
 -------------------
@@ -95,13 +99,20 @@ import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from trimtab.controller.rollout import Phase, RolloutMemory, decide
 from trimtab.slo import load_text
-from trimtab.slo.baseline import Verdict, compare
+from trimtab.slo.baseline import (
+    BaselineResult,
+    BaselineSettings,
+    BaselineTrack,
+    Verdict,
+    compare,
+    observe,
+)
 from trimtab.slo.health import Health, Level, WindowMeasurement, health_windows, judge
 from trimtab.slo.models import RolloutSpec, SLOSpec
 
@@ -423,6 +434,8 @@ def _classify(reason: str) -> str:
         return "noData timeout"
     if reason.startswith("paused"):
         return "pause timeout"
+    if reason.startswith("baseline"):
+        return "baseline"
     if reason.startswith("failure"):
         kinds = [k for k in ("DEGRADED", "baseline") if k in reason]
         return "failureLimit (" + "+".join(kinds or ["?"]) + ")"
@@ -435,15 +448,24 @@ class Mode:
 
     clip: bool = True  # windows clipped to the time since the last shift
     baseline_window: bool = False  # baseline over the longest health window within the step
+    change_points: bool = True  # the baseline test carried across evaluations (observe)
+    carry: bool = True  # and across steps
+    settings: BaselineSettings = field(default_factory=BaselineSettings)
 
     def describe(self) -> str:
         windows = "clipped to the last shift" if self.clip else "not clipped"
-        counts = (
-            "the longest health window within the step"
-            if self.baseline_window
-            else "counts since the last shift"
+        if self.baseline_window:
+            counts = "the longest health window within the step, each look on its own"
+        elif not self.change_points:
+            counts = "each step's counts as a whole (compare)"
+        else:
+            counts = "counts since the last shift, carried with change points (observe)"
+            counts += ", a new test at each step" if not self.carry else ", across steps"
+        s = self.settings
+        return (
+            f"windows {windows}; baseline on {counts}; alpha {s.alpha:g}, "
+            f"first_weight {s.first_weight:g}"
         )
-        return f"windows {windows}; baseline over {counts}"
 
 
 def run_trimtab(scenario: Scenario, seed: int, mode: Mode) -> Outcome:
@@ -457,6 +479,7 @@ def run_trimtab(scenario: Scenario, seed: int, mode: Mode) -> Outcome:
     interval_ticks = round(spec.analysis.interval / TICK)
     shift_tick = svc.ticks
     signals: dict[str, float] = {}
+    track = BaselineTrack()
     while True:
         k = svc.ticks
         t = k * TICK
@@ -474,7 +497,7 @@ def run_trimtab(scenario: Scenario, seed: int, mode: Mode) -> Outcome:
                     name: judge(slo, {} if missing else _windows(svc, version, slo, k, floor))
                     for name, slo in slos
                 }
-            baseline = None
+            baseline: BaselineResult | None = None
             if spec.analysis.baseline and not missing:
                 first = shift_tick
                 if mode.baseline_window:
@@ -487,7 +510,11 @@ def run_trimtab(scenario: Scenario, seed: int, mode: Mode) -> Outcome:
                 if first < k:
                     c = svc.increase(CANARY, k, first)
                     s = svc.increase(STABLE, k, first)
-                    baseline = compare(c[ERRORS], c[TOTAL], s[ERRORS], s[TOTAL])
+                    counts = (c[ERRORS], c[TOTAL], s[ERRORS], s[TOTAL])
+                    if mode.change_points and not mode.baseline_window:
+                        track, baseline = observe(track, *counts, mode.settings)
+                    else:
+                        baseline = compare(*counts, mode.settings)
             if baseline is not None and baseline.verdict is Verdict.REGRESSION:
                 key = "regression_after" if since >= svc.onset else "regression_before"
                 signals.setdefault(key, since)
@@ -514,6 +541,7 @@ def run_trimtab(scenario: Scenario, seed: int, mode: Mode) -> Outcome:
             if proposal.desired != weights:
                 weights = dict(proposal.desired)
                 shift_tick = k
+                track = track.next_step() if mode.carry else BaselineTrack()
         svc.tick(weights)
 
 
@@ -752,10 +780,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="baseline over the longest health window within the step (as controller/reconcile.py)",
     )
+    parser.add_argument(
+        "--no-change-points",
+        action="store_true",
+        help="the baseline test on the step's counts as a whole (compare), not carried across "
+        "evaluations with change points (observe)",
+    )
+    parser.add_argument("--per-step", action="store_true", help="a new baseline test at every step")
+    parser.add_argument("--alpha", type=float, default=BaselineSettings.alpha)
+    parser.add_argument("--first-weight", type=float, default=BaselineSettings.first_weight)
     parser.add_argument("--scenario", action="append", help="only these scenarios (repeatable)")
     parser.add_argument("--judge", action="append", choices=JUDGES, help="only these judges")
     args = parser.parse_args(argv)
-    mode = Mode(clip=not args.no_clip, baseline_window=args.baseline_window)
+    settings = BaselineSettings(alpha=args.alpha, first_weight=args.first_weight)
+    mode = Mode(
+        clip=not args.no_clip,
+        baseline_window=args.baseline_window,
+        change_points=not args.no_change_points,
+        carry=not args.per_step,
+        settings=settings,
+    )
     jobs = [
         (s.name, j, args.seed + i, mode)
         for s in SCENARIOS

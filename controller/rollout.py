@@ -7,11 +7,14 @@ nothing here reads a clock, a file or the network. The rules, in the order they 
    100 until a person acts. ``Paused`` holds, and rolls back when ``analysis.pauseTimeout``
    passes — every waiting phase has a timeout.
 2. A significant regression against the stable (the baseline test, anytime-valid at its
-   ``alpha``) rolls back in the same cycle: the evidence is already strong.
+   ``alpha`` over the whole rollout) rolls back in the same cycle: the evidence is already strong.
 3. UNAVAILABLE on the canary, for any SLO, rolls back in the same cycle, whatever the guardrails
    say about raising — unless the stable is unhealthy for that SLO too and the baseline finds
    no regression: then the fault is shared (a dependency, not the canary) and the rollout holds.
 4. DEGRADED on the canary counts toward ``failureLimit``; one more than the limit rolls back.
+   A DEGRADED verdict counts only on new evidence: windows overlap from one evaluation to the
+   next, and a verdict whose shortest window holds no more bad events than when the last failure
+   was counted repeats that failure — it holds, but is not counted again (:func:`_repeated`).
 5. UNKNOWN holds (no data is not good news) and rolls back once it lasted
    ``noData.rollbackAfter``; with ``noData.hold: false`` it counts as a failure instead. Too
    little traffic (fewer than ``minEvents``) is not missing data: it holds without that clock —
@@ -58,6 +61,8 @@ class RolloutMemory:
     step_started_at: datetime | None = None
     healthy_since: datetime | None = None  # canary HEALTHY on every SLO since
     failures: int = 0  # DEGRADED or baseline-regression evaluations in this step
+    failure_bad: Mapping[str, float] = field(default_factory=dict)  # per SLO, at the last one
+    failure_at: datetime | None = None  # when the last failure was counted
     no_data_since: datetime | None = None
     paused_at: datetime | None = None
     last_shift_at: datetime | None = None
@@ -124,7 +129,7 @@ def _nearly(stable: Health | None, level: Level) -> bool:
 
 def _verdicts(
     spec: RolloutSpec, health: Mapping[str, Mapping[str, Health]]
-) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
+) -> tuple[list[str], list[tuple[str, str]], list[str], list[str], list[str]]:
     """(unavailable, degraded, unknown, low traffic, shared) SLO messages for the canary.
 
     Called once the baseline found no regression: a canary unhealthy where the stable is
@@ -132,7 +137,7 @@ def _verdicts(
     fault.
     """
     unavailable: list[str] = []
-    degraded: list[str] = []
+    degraded: list[tuple[str, str]] = []
     unknown: list[str] = []
     quiet: list[str] = []
     shared: list[str] = []
@@ -156,10 +161,47 @@ def _verdicts(
         elif verdict.level is Level.UNAVAILABLE:
             unavailable.append(text)
         elif verdict.level is Level.DEGRADED:
-            degraded.append(text)
+            degraded.append((slo, text))
         elif verdict.level is Level.UNKNOWN:
             (quiet if verdict.low_traffic else unknown).append(text)
     return unavailable, degraded, unknown, quiet, shared
+
+
+NEW_EVIDENCE = 0.5
+"""More bad events than this, beyond what the last counted failure saw, make a repeated DEGRADED
+a new failure (half an event: Prometheus' ``increase`` extrapolates counts to the window's
+edges)."""
+
+
+def _bad_events(verdict: Health) -> tuple[float, float] | None:
+    """(bad events, window) of the shortest DEGRADED window, where trimtab counts them."""
+    rows = [e for e in verdict.evidence if e.level is Level.DEGRADED]
+    if not rows:
+        return None
+    row = min(rows, key=lambda e: e.window)
+    if row.bad is None or not math.isfinite(row.bad):
+        return None
+    return row.bad, row.window
+
+
+def _repeated(
+    memory: RolloutMemory, slo: str, seen: tuple[float, float] | None, now: datetime
+) -> bool:
+    """Whether a DEGRADED verdict rests on the bad events the last counted failure already saw.
+
+    Windows overlap from one evaluation to the next: without new bad events, a DEGRADED verdict
+    repeats the evidence already counted — at low traffic, the same few errors would count
+    ``failureLimit`` times. A verdict is a new failure when its shortest window holds more bad
+    events than when the last failure was counted, or no longer overlaps that window. Value-
+    based SLOs (a p95) count no events: each DEGRADED evaluation counts.
+    """
+    last = memory.failure_bad.get(slo)
+    if seen is None or last is None or memory.failure_at is None:
+        return False
+    bad, window = seen
+    if (now - memory.failure_at).total_seconds() >= window:
+        return False
+    return bad < last + NEW_EVIDENCE
 
 
 def decide(
@@ -216,12 +258,23 @@ def decide(
         why = "UNAVAILABLE: " + "; ".join(unavailable)
         return _rollback(spec, memory, now, Cause.CANARY_UNAVAILABLE, why)
 
-    failed = list(degraded)
+    canary = health.get(spec.canary, {})
+    seen = {slo: _bad_events(canary[slo]) for slo, _ in degraded}
+    repeated = [text for slo, text in degraded if _repeated(memory, slo, seen[slo], now)]
+    failed = [text for slo, text in degraded if not _repeated(memory, slo, seen[slo], now)]
     if unknown and not spec.analysis.no_data.hold:
         failed.extend(unknown)
+    if not failed and repeated:
+        why = "DEGRADED again on the bad events already counted as a failure: " + "; ".join(
+            repeated
+        )
+        return _hold(current, replace(memory, healthy_since=None), Cause.CANARY_DEGRADED, why)
     if failed:
         failures = memory.failures + 1
-        counted = replace(memory, failures=failures, healthy_since=None)
+        bad = {slo: b[0] for slo, b in seen.items() if b is not None}
+        counted = replace(
+            memory, failures=failures, healthy_since=None, failure_bad=bad, failure_at=now
+        )
         limit = spec.analysis.failure_limit
         if failures > limit:
             why = f"failure {failures}, more than failureLimit {limit}: " + "; ".join(failed)
@@ -307,6 +360,8 @@ def _advance(
         step=following if reached else memory.step,
         step_started_at=now,  # counts since the last shift: a new split is a new test
         failures=0 if reached else memory.failures,
+        failure_bad={} if reached else memory.failure_bad,
+        failure_at=None if reached else memory.failure_at,
         healthy_since=None,
         last_shift_at=now,
         shift_times=(*memory.shift_times, now),

@@ -79,6 +79,7 @@ class Evidence:
     comparison: str  # "burnRate", "above" or "below"
     exceeded: bool
     events: float | None = None
+    bad: float | None = None  # bad events (error ratio × requests), where trimtab counts them
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ def judge(
                     threshold.comparison,
                     exceeds(threshold, measured),
                     m.events,
+                    m.value * m.events if budget is not None and counting and m.events else None,
                 )
             )
             enough = enough and _enough_bad(spec, budget, m, counting)

@@ -703,3 +703,82 @@ def test_a_stable_nearly_as_unhealthy_makes_a_degraded_canary_a_shared_fault(
         assert proposal.memory.failures == 2
     else:
         assert (proposal.action, proposal.cause) == ("rollback", Cause.FAILURE_LIMIT)
+
+
+def _degraded_on(bad: float, window: float = 300.0) -> dict[str, dict[str, Health]]:
+    """The canary DEGRADED on errors with ``bad`` bad events in its shortest degraded window."""
+    health = levels(v1=H, v2=(D, H))
+    rows = (
+        Evidence(D, window, 8.0, 6.0, "burnRate", True, 500.0, bad),
+        Evidence(D, 1800.0, 8.0, 6.0, "burnRate", True, 500.0, bad),
+    )
+    health["v2"]["errors"] = Health(D, "errors DEGRADED", rows)
+    return health
+
+
+@pytest.mark.parametrize(
+    ("bad_now", "minutes_later", "counted"),
+    [
+        (5.0, 0.5, False),  # the same five errors, seen again 30 s later
+        (4.0, 0.5, False),  # one slid out of the window: still nothing new
+        (5.4, 0.5, False),  # extrapolation noise, not a new event
+        (6.0, 0.5, True),  # a new bad event
+        (5.0, 5.0, True),  # the windows no longer overlap: all of it is new
+    ],
+)
+def test_a_degraded_verdict_on_bad_events_already_counted_is_not_counted_again(
+    bad_now: float, minutes_later: float, counted: bool
+) -> None:
+    first = rollout.decide(ROLLOUT, progressing(0), _degraded_on(5.0), None, canary(5), at(1))
+    assert (first.memory.failures, first.memory.failure_bad) == (1, {"errors": 5.0})
+    later = at(1 + minutes_later)
+    proposal = rollout.decide(ROLLOUT, first.memory, _degraded_on(bad_now), None, canary(5), later)
+    assert proposal.action == "hold"
+    assert proposal.cause is Cause.CANARY_DEGRADED
+    assert proposal.memory.failures == (2 if counted else 1)
+    assert proposal.memory.healthy_since is None  # never a step toward health either
+    if not counted:
+        assert "already counted" in proposal.reasons[0]
+
+
+def test_low_traffic_errors_seen_in_overlapping_windows_do_not_roll_back() -> None:
+    # failureLimit 2: the third counted failure rolls back. Six evaluations of the same five
+    # errors count once; new errors count again.
+    memory = progressing(0)
+    for step in range(6):
+        proposal = rollout.decide(
+            ROLLOUT, memory, _degraded_on(5.0), None, canary(5), at(1 + step / 2)
+        )
+        memory = proposal.memory
+    assert (proposal.action, memory.failures) == ("hold", 1)
+    for step, bad in enumerate((7.0, 9.0)):
+        proposal = rollout.decide(
+            ROLLOUT, memory, _degraded_on(bad), None, canary(5), at(4.5 + step / 2)
+        )
+        memory = proposal.memory
+    assert (proposal.action, proposal.cause) == ("rollback", Cause.FAILURE_LIMIT)
+
+
+def test_a_degraded_value_counts_every_evaluation() -> None:
+    # A p95 counts no events: each DEGRADED evaluation is a failure, as before.
+    memory = progressing(0)
+    for step in range(3):
+        proposal = rollout.decide(
+            ROLLOUT, memory, levels(v1=H, v2=(H, D)), None, canary(5), at(1 + step / 2)
+        )
+        memory = proposal.memory
+    assert (proposal.action, proposal.cause) == ("rollback", Cause.FAILURE_LIMIT)
+
+
+def test_a_new_step_forgets_the_counted_bad_events() -> None:
+    memory = replace(
+        progressing(0),
+        failures=1,
+        failure_bad={"errors": 5.0},
+        failure_at=at(0.5),
+        healthy_since=at(0.5),
+    )
+    proposal = rollout.decide(ROLLOUT, memory, levels(v1=H, v2=H), None, canary(5), at(3))
+    assert proposal.action == "advance"
+    assert (proposal.memory.failures, proposal.memory.failure_bad) == (0, {})
+    assert proposal.memory.failure_at is None
