@@ -8,7 +8,11 @@ them on a fake clock, and this harness counts what it decided over many seeded r
   low-traffic case at 10 req/s (between "too little to judge" and plenty);
 - **fault kinds** (100 runs each): the canary's error rate rising from 0.1 % to 1 %, 5 % or 20 %,
   its latency rising fourfold, and a subtle regression that stays within the SLO (0.1 % → 0.3 %
-  against a 99.5 % objective: only the baseline test can see it).
+  against a 99.5 % objective: only the baseline test can see it); and an extra 5 % case at
+  100 req/s, twice the traffic (at 50 req/s the canary's 10 % serves 5 req/s: by the second
+  evaluation after the fault it has served some 175–325 requests, about 9–16 errors; the runs
+  caught later had 4–7 by then, too few to clear a threshold that pays for looking every interval
+  and for not knowing when the fault began).
 
 It prints, per scenario and judge, rollbacks (false ones for healthy kinds, and rollbacks before
 the fault for fault kinds), promotions (for fault kinds: faults missed), runs still undecided at
@@ -213,6 +217,9 @@ SCENARIOS = (
     Scenario("low-traffic-10rps", True, 200, rps=10.0, note="extra: 10 req/s"),
     Scenario("errors-1%", False, 100, fault_error=0.01),
     Scenario("errors-5%", False, 100, fault_error=0.05, note="DESIGN.md section 12 target"),
+    Scenario(
+        "errors-5%-100rps", False, 100, rps=100.0, fault_error=0.05, note="extra: at 100 req/s"
+    ),
     Scenario("errors-20%", False, 100, fault_error=0.20),
     Scenario("latency-x4", False, 100, fault_latency=4.0, note="p95 137 -> 547 ms"),
     Scenario(
