@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -308,10 +309,18 @@ class ListMetricSource:
     windows and ``Measurements.source_error`` set, like a real source that cannot be reached;
     set it at any time. Like the real sources, :meth:`query` never raises for an outage; it
     lets an exception from ``sample`` itself (a bug in the test) through.
+
+    :attr:`history` holds every batch asked, or the latest ``remember`` of them (a benchmark
+    of many cycles over thousands of targets would otherwise keep every request it made).
     """
 
     def __init__(
-        self, sample: Sampler, *, backends: Sequence[str], down: bool | str = False
+        self,
+        sample: Sampler,
+        *,
+        backends: Sequence[str],
+        down: bool | str = False,
+        remember: int | None = None,
     ) -> None:
         self._sample = sample
         self.backends: tuple[str, ...] = tuple(dict.fromkeys(backends))
@@ -319,11 +328,17 @@ class ListMetricSource:
         self._lock = threading.RLock()  # a sampler may look at the source's own counters
         self._queries = 0
         self._range_queries = 0
-        self._history: list[tuple[tuple[SeriesRequest, ...], datetime]] = []
+        # The latest ``remember`` batches (every one when None): a long run at scale keeps few.
+        self._history: deque[tuple[tuple[SeriesRequest, ...], datetime]] = deque(maxlen=remember)
 
     @classmethod
     def constant(
-        cls, table: Table, *, events: float | None = DEFAULT_EVENTS, down: bool | str = False
+        cls,
+        table: Table,
+        *,
+        events: float | None = DEFAULT_EVENTS,
+        down: bool | str = False,
+        remember: int | None = None,
     ) -> ListMetricSource:
         """The same answer at every time: see :data:`TableKey` and :data:`TableValue`."""
         lookup = _Lookup.of(table, events)
@@ -331,7 +346,7 @@ class ListMetricSource:
         def sample(request: SeriesRequest, backend: str, window: float, at: datetime) -> Sampled:
             return lookup.get(request.slo.metadata.name, backend, window)
 
-        return cls(sample, backends=sorted(lookup.backends), down=down)
+        return cls(sample, backends=sorted(lookup.backends), down=down, remember=remember)
 
     @classmethod
     def from_timeline(
@@ -340,6 +355,7 @@ class ListMetricSource:
         *,
         events: float | None = DEFAULT_EVENTS,
         down: bool | str = False,
+        remember: int | None = None,
     ) -> ListMetricSource:
         """A table per time: at ``at``, the last table from at or before it (none before the
         first: no data). Naive times are UTC."""
@@ -357,7 +373,7 @@ class ListMetricSource:
                 return None
             return entries[index][1].get(request.slo.metadata.name, backend, window)
 
-        return cls(sample, backends=backends, down=down)
+        return cls(sample, backends=backends, down=down, remember=remember)
 
     # ------------------------------------------------------------------------------ controls
 
@@ -385,7 +401,8 @@ class ListMetricSource:
 
     @property
     def history(self) -> list[tuple[tuple[SeriesRequest, ...], datetime]]:
-        """Every batch :meth:`query` answered: its requests and ``at``, in order."""
+        """Every batch :meth:`query` answered (the latest ``remember``): its requests and
+        ``at``, in order."""
         with self._lock:
             return list(self._history)
 

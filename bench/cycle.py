@@ -7,9 +7,20 @@ temp directory (written with fsync, as in production). So the figures are everyt
 controller does in a cycle — plan the queries, split the answers, judge, decide, record,
 save state, act and verify — without a Prometheus (``bench/batching.py`` times that part).
 
-The first cycle starts every rollout (N decisions, N moves, N state writes); the cycles after
-it are steady state (holds inside the step's hold). Prints per-cycle wall time (median of
-``--runs`` steady cycles, min–max) and the process's peak RSS.
+Set up as ``trimtab run`` sets up: the configuration loads with the garbage collector paused,
+and what is alive once wired is frozen out of later collections (``controller/heap.py``;
+``--plain-gc`` leaves the collector as Python sets it). ``--telemetry`` runs each cycle through
+the controller's telemetry too (metrics and spans, as ``trimtab run`` does; no exporter), and
+times one ``/metrics`` scrape after the cycles (in production, on the HTTP thread).
+
+The first cycle starts every rollout (N decisions, N moves, 2N state writes: the intent, then
+the verified weights); the second records each rollout's first hold and its healthy-since time
+(N decisions, N state writes); the cycles after it are steady state (holds inside the step's
+hold, which write nothing). Each target count runs in a fresh process, so its memory is its
+own. Prints, per count: the time to load and validate the YAML and build the targets, the
+first and second cycles, the steady cycles (wall time: median of ``--runs``, min–max; and the
+median CPU time, less disturbed by other work on the machine), the RSS after loading and
+after the cycles, and the peak RSS.
 
     .venv/bin/python bench/cycle.py --targets 1000 10000 --runs 5
 """
@@ -19,16 +30,22 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, generate_latest
 from trimtab.adapters.fake import FakeTrafficAdapter, ListMetricSource
+from trimtab.controller import heap
 from trimtab.controller.decisions import DecisionLog
 from trimtab.controller.reconcile import Reconciler, ReconcilerConfig
 from trimtab.controller.state import StateStore
 from trimtab.controller.targets import targets
+from trimtab.controller.telemetry import Telemetry
 from trimtab.slo import load_text
 
 SLOS = """
@@ -76,11 +93,27 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 HEALTHY = {"errors": 0.0002, "p95": 0.08}
 
 
-def measure(count: int, runs: int) -> tuple[float, list[float]]:
-    config = load_text(SLOS + "".join(ROLLOUT.format(i=i) for i in range(count)), "bench.yaml")
+def rss_mb() -> float:
+    """The process's resident set now, in MB (Linux)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(count: int, runs: int, *, telemetry: bool, plain_gc: bool) -> str:
+    """One line of figures for ``count`` targets."""
+    text = SLOS + "".join(ROLLOUT.format(i=i) for i in range(count))
+    started = time.perf_counter()
+    with nullcontext() if plain_gc else heap.paused():
+        config = load_text(text, "bench.yaml")
     chosen = targets(config)
+    loading = time.perf_counter() - started
+    del text
+    loaded = rss_mb()
     table = {(slo, b): value for slo, value in HEALTHY.items() for b in ("v1", "v2")}
-    source = ListMetricSource.constant(table, events=600.0)  # type: ignore[arg-type]
+    source = ListMetricSource.constant(table, events=600.0, remember=1)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory(prefix="trimtab-cycle-") as scratch:
         reconciler = Reconciler(
             ReconcilerConfig(
@@ -91,31 +124,55 @@ def measure(count: int, runs: int) -> tuple[float, list[float]]:
                 specs={f"Rollout/{n}": r for n, r in config.rollouts.items()},
             )
         )
-        started = time.perf_counter()
-        reconciler.cycle(chosen, T0)
-        first = time.perf_counter() - started
-        steady = []
-        for run in range(1, runs + 1):
+        watch = Telemetry(CollectorRegistry(), span_processors=[]) if telemetry else None
+        if watch is not None:
+            reconciler = watch.instrument(reconciler)
+        if not plain_gc:
+            heap.settle()
+        times, cpu = [], []
+        for run in range(runs + 2):
+            now = T0 + timedelta(seconds=30 * run)
+            started, used = time.perf_counter(), time.process_time()
+            if watch is None:
+                reconciler.cycle(chosen, now)
+            else:
+                watch.run_cycle(lambda now=now: reconciler.cycle(chosen, now))  # type: ignore[misc]
+            times.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - used)
+        scrape = ""
+        if watch is not None:
             started = time.perf_counter()
-            reconciler.cycle(chosen, T0 + timedelta(seconds=30 * run))
-            steady.append(time.perf_counter() - started)
-    return first, steady
+            exposed = generate_latest(watch.registry)
+            took = time.perf_counter() - started
+            scrape = f"; one /metrics scrape {took:.2f} s, {len(exposed) / 1e6:.0f} MB"
+    first, second, steady = times[0], times[1], times[2:]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return (
+        f"{count:6d} targets: load {loading:6.2f} s; first cycle (every rollout starts) "
+        f"{first:6.2f} s; second {second:6.2f} s; steady median {statistics.median(steady):5.2f} s "
+        f"[{min(steady):.2f}–{max(steady):.2f}] over {len(steady)} (CPU "
+        f"{statistics.median(cpu[2:]):.2f} s); RSS {loaded:.0f} MB after loading, "
+        f"{rss_mb():.0f} MB after the cycles, peak {peak:.0f} MB{scrape}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--targets", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--telemetry", action="store_true", help="cycles through telemetry")
+    parser.add_argument("--plain-gc", action="store_true", help="no collector pause or freeze")
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for count in args.targets:
-        first, steady = measure(count, args.runs)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        spread = f"[{min(steady):.2f}–{max(steady):.2f}]"
-        print(
-            f"{count:6d} targets: first cycle (every rollout starts) {first:6.2f} s; steady "
-            f"cycle median {statistics.median(steady):5.2f} s {spread} over {len(steady)}; "
-            f"peak RSS so far {rss:.0f} MB"
-        )
+    if args.in_process:
+        for count in args.targets:
+            figures = measure(count, args.runs, telemetry=args.telemetry, plain_gc=args.plain_gc)
+            print(figures, flush=True)
+        return
+    flags = [f for f in ("--telemetry", "--plain-gc") if getattr(args, f[2:].replace("-", "_"))]
+    for count in args.targets:  # a fresh process per count: its peak RSS is its own
+        argv = [sys.executable, __file__, "--in-process", "--targets", str(count), *flags]
+        subprocess.run([*argv, "--runs", str(args.runs)], check=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from rich.table import Table
 from trimtab.slo import Config, ConfigError, Problem, load
 from trimtab.slo.rules import DEFAULT_RUNBOOK_BASE_URL, dump_rules, generate_rules
 
+from . import heap
 from .dashboards_cli import app as dashboards_app
 from .dashboards_cli import show_runbooks
 from .terminal import Output, OutputFormat, err, out
@@ -72,7 +73,8 @@ def _load(files: Sequence[Path]) -> Config:
         err.print("no input: give at least one -f FILE_OR_FOLDER")
         raise typer.Exit(2)
     try:
-        return load(files)
+        with heap.paused():  # thousands of documents: no collection while they load
+            return load(files)
     except ConfigError as error:
         _fail(error)
 
@@ -339,6 +341,7 @@ def run(
     telemetry = Telemetry(CollectorRegistry())
     telemetry.leading = True
     wiring = replace(wiring, reconciler=telemetry.instrument(wiring.reconciler))
+    heap.settle()  # what lives as long as the controller: out of the collector's way
     try:
         if not once:
             listen = config.controller.spec.listen if config.controller else DEFAULT_LISTEN

@@ -31,7 +31,6 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 from trimtab.adapters.ownedfile import fsync_directory
@@ -107,19 +106,19 @@ class DecisionLog:
             last = _last_line(fd)
             prev = GENESIS if last is None else self._hash_of(last)
             count = self._count(fd, last)
+            indexed = self._latest is not None and os.fstat(fd).st_size == self._indexed_size
             sealed: list[Decision] = []
+            pending = bytearray()
             for decision in decisions:
-                record = replace(decision, prev_hash=prev, hash=None)
-                record = replace(record, hash=record_hash(record.to_json()))
-                sealed.append(record)
-                prev = record.hash or GENESIS
+                record = decision.to_json()
+                record["prevHash"] = prev
+                record["hash"] = record_hash(record)
+                pending += canonical_json(record) + b"\n"
+                sealed.append(decision.sealed(prev, record["hash"]))
+                prev = record["hash"]
             if not sealed:
                 return []
-            data = b"".join(canonical_json(d.to_json()) + b"\n" for d in sealed)
-            indexed = self._latest is not None and os.fstat(fd).st_size == self._indexed_size
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, pending)
             os.fsync(fd)
             if indexed and self._latest is not None:
                 self._latest.update((d.target, d) for d in sealed)
@@ -141,6 +140,22 @@ class DecisionLog:
     def find(self, decision_id: str) -> Decision | None:
         """The decision with this id, or ``None``."""
         return next((d for d in self.records() if d.id == decision_id), None)
+
+    def having(self, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` are ids of records in the log: one pass over it, however many are
+        asked about (a restart that finds many saved intents looks them all up at once)."""
+        wanted = set(ids)
+        found: set[str] = set()
+        if not wanted:
+            return found
+        for number, raw in enumerate(self._snapshot()[0], 1):
+            try:
+                decision_id = json.loads(raw.decode("utf-8"))["id"]
+            except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+                raise DecisionLogError(f"{self.path}:{number}: not a decision: {e}") from e
+            if decision_id in wanted:
+                found.add(decision_id)
+        return found
 
     def last(self, target: str) -> Decision | None:
         """The latest decision about ``target`` ("Rollout/checkout"), or ``None``.
@@ -289,6 +304,12 @@ class DecisionLog:
             os.close(fd)
         os.replace(tmp, self.head_path)
         fsync_directory(self.head_path.parent)
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _read_all(fd: int) -> bytes:

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +81,14 @@ class Action(StrEnum):
 
 def new_id(at: datetime, token: str | None = None) -> str:
     """A decision id for time ``at``; ``token`` (default: 8 random hex digits) makes it unique."""
-    at = _utc(at, "at")
     token = secrets.token_hex(4) if token is None else token
-    return f"{at:%Y%m%dT%H%M%S}.{at.microsecond // 1000:03d}Z-{token}"
+    return f"{_stamp(_utc(at, 'at'))}-{token}"
+
+
+@lru_cache(maxsize=16)
+def _stamp(at: datetime) -> str:
+    """The time part of an id (a cycle's decisions share their time: formatted once)."""
+    return f"{at:%Y%m%dT%H%M%S}.{at.microsecond // 1000:03d}Z"
 
 
 def _utc(value: datetime, where: str) -> datetime:
@@ -91,9 +97,17 @@ def _utc(value: datetime, where: str) -> datetime:
     return value.astimezone(UTC)
 
 
+_AS_IS = frozenset({str, int, bool, type(None)})  # exactly these types (not enums) are JSON data
+
+
 def _plain(value: object, where: str) -> Any:
     """``value`` as plain JSON data; non-finite floats become ``"NaN"``/``"+Inf"``/``"-Inf"``
     (as Prometheus writes them), enums their value or name, datetimes ISO 8601 in UTC."""
+    kind = type(value)
+    if kind in _AS_IS:  # the common cases first: a decision holds mostly strings and dicts
+        return value
+    if kind is dict:
+        return _plain_mapping(value, where)  # type: ignore[arg-type]
     if isinstance(value, StrEnum):
         return str(value.value)
     if isinstance(value, Enum):
@@ -107,15 +121,29 @@ def _plain(value: object, where: str) -> Any:
     if isinstance(value, datetime):
         return _utc(value, where).isoformat()
     if isinstance(value, Mapping):
-        if not all(isinstance(k, str) for k in value):
-            raise TypeError(f"{where}: keys must be strings")
-        return {k: _plain(v, f"{where}.{k}") for k, v in value.items()}
+        return _plain_mapping(value, where)
     if isinstance(value, list | tuple):
         return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
     to_json = getattr(value, "to_json", None)
     if callable(to_json):
         return _plain(to_json(), where)
     raise TypeError(f"{where}: {type(value).__name__} is not JSON data")
+
+
+def _plain_mapping(value: Mapping[Any, object], where: str) -> dict[str, Any]:
+    if not all(isinstance(k, str) for k in value):
+        raise TypeError(f"{where}: keys must be strings")
+    return {k: v if type(v) in _AS_IS else _plain(v, f"{where}.{k}") for k, v in value.items()}
+
+
+def _copy(value: Any) -> Any:
+    """A copy of plain JSON data (what :func:`_plain` returns): new dicts and lists, the same
+    scalars — ``copy.deepcopy`` without its bookkeeping."""
+    if type(value) is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy(v) for v in value]
+    return value
 
 
 def _weights(value: Mapping[str, int], where: str) -> dict[str, int]:
@@ -127,7 +155,7 @@ def _weights(value: Mapping[str, int], where: str) -> dict[str, int]:
     return dict(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DecisionWeights:
     """The route's weights: read before deciding, wanted, and applied (``None`` until acted)."""
 
@@ -136,10 +164,15 @@ class DecisionWeights:
     applied: Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "current", _weights(self.current, "weights.current"))
-        object.__setattr__(self, "desired", _weights(self.desired, "weights.desired"))
+        current = _weights(self.current, "weights.current")
+        desired = _weights(self.desired, "weights.desired")
+        object.__setattr__(self, "current", current)
+        # Equal weights are kept once (most decisions hold: all three are the same): the
+        # mappings are read-only, and to_json copies them.
+        object.__setattr__(self, "desired", current if desired == current else desired)
         if self.applied is not None:
-            object.__setattr__(self, "applied", _weights(self.applied, "weights.applied"))
+            applied = _weights(self.applied, "weights.applied")
+            object.__setattr__(self, "applied", current if applied == current else applied)
 
     def to_json(self) -> dict[str, dict[str, int] | None]:
         applied = None if self.applied is None else dict(self.applied)
@@ -155,7 +188,7 @@ _KEYS = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Decision:
     """One decision about one target (DESIGN.md section 6). Values are normalised to plain JSON
     data on construction, so what is logged is exactly what the caller sees."""
@@ -213,11 +246,22 @@ class Decision:
             "at": self.at.isoformat(),
             "action": self.action.value,
             "weights": self.weights.to_json(),
-            "health": copy.deepcopy(dict(self.health)),
-            "reasons": copy.deepcopy(list(self.reasons)),
-            "guardrails": copy.deepcopy(list(self.guardrails)),
+            "health": _copy(dict(self.health)),
+            "reasons": [_copy(r) for r in self.reasons],
+            "guardrails": [_copy(g) for g in self.guardrails],
         }
         return {key: values.get(attr, getattr(self, attr)) for attr, key in _KEYS.items()}
+
+    def sealed(self, prev_hash: str, digest: str) -> Decision:
+        """This decision chained into a log: ``prev_hash`` set, and ``hash`` to ``digest``.
+        Its other values were normalised when it was made: shared, not normalised again."""
+        for name, value in (("prev_hash", prev_hash), ("hash", digest)):
+            if not _HASH.fullmatch(value):
+                raise ValueError(f"{name}: not a SHA-256 hex digest")
+        chained = copy.copy(self)
+        object.__setattr__(chained, "prev_hash", prev_hash)
+        object.__setattr__(chained, "hash", digest)
+        return chained
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | str) -> Decision:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from trimtab.slo import Config
 from trimtab.slo.health import health_windows
@@ -27,9 +28,10 @@ class Target:
     dry_run: bool
     interval: float | None = None  # a Rollout's analysis interval: windows clip to multiples
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """``Kind/name``: how a target is named in requests, decisions and metrics."""
+        """``Kind/name``: how a target is named in requests, decisions and metrics (one string
+        per target, however many maps it keys)."""
         return f"{self.kind}/{self.name}"
 
 

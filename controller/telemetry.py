@@ -112,7 +112,9 @@ class Telemetry:
         self.leading = False  # set by the CLI while this process holds the leader lock
         self.cycles = 0
         self._lock = threading.Lock()
-        self._gauges: dict[str, dict[Labels, float]] = {
+        # Per gauge, its series grouped by the labels they are replaced by (a target, or an
+        # SLO and a target): replacing a group touches that group, not every series.
+        self._gauges: dict[str, dict[Labels, dict[Labels, float]]] = {
             n: {}
             for n in ("route_weight", "slo_health", "slo_value", "slo_threshold", "target_phase")
         }
@@ -160,18 +162,17 @@ class Telemetry:
     def _observer(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             with self._lock:
-                values = list(self._gauges[name].items())
+                values = [s for group in self._gauges[name].values() for s in group.items()]
             return [Observation(value, dict(labels)) for labels, value in values]
 
         return observe
 
     def _replace(self, name: str, match: Labels, values: Mapping[Labels, float]) -> None:
-        """Drop the gauge's series that carry every label of ``match``, then set ``values``."""
+        """Drop the gauge's series that carry every label of ``match``, then set ``values``
+        (which carry them). Each gauge is always replaced by the same label names, so those
+        series are the ones ``match`` set last."""
         with self._lock:
-            series = self._gauges[name]
-            for labels in [k for k in series if set(match) <= set(k)]:
-                del series[labels]
-            series.update(values)
+            self._gauges[name][match] = dict(values)
 
     def record_decision(self, decision: Decision) -> None:
         """Count ``decision``; the route's weights and (when judged) its health per SLO."""
@@ -199,17 +200,20 @@ class Telemetry:
     ) -> None:
         """SLI values per window, each SLO's thresholds, and whether the batch failed."""
         failed = measurements.source_error is not None
+        thresholds_set: set[str] = set()  # thousands of requests share a few SLOs
         for request in requests:
             slo = request.slo.metadata.name
             spec = health_spec(request.slo.spec)
-            thresholds: dict[Labels, float] = {
-                (("level", level.name), ("slo", slo)): threshold.value
-                for level, threshold in (
-                    (Level.DEGRADED, spec.degraded),
-                    (Level.UNAVAILABLE, spec.unavailable),
-                )
-            }
-            self._replace("slo_threshold", (("slo", slo),), thresholds)
+            if slo not in thresholds_set:
+                thresholds_set.add(slo)
+                thresholds: dict[Labels, float] = {
+                    (("level", level.name), ("slo", slo)): threshold.value
+                    for level, threshold in (
+                        (Level.DEGRADED, spec.degraded),
+                        (Level.UNAVAILABLE, spec.unavailable),
+                    )
+                }
+                self._replace("slo_threshold", (("slo", slo),), thresholds)
             result: SeriesResult = measurements[request]
             failed = failed or result.error is not None
             values: dict[Labels, float] = {

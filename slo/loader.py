@@ -10,7 +10,7 @@ the loader returns models or raises ``ConfigError``, never anything else.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from .durations import FROM_TEXT
 from .errors import ConfigError, Problem
 from .models import API_VERSION, SLO, Balance, Controller, Rollout
 from .presets import default_backend_label
+from .sharing import Pool, share
 from .yamlsource import SourceDocument, read_documents
 
 __all__ = ["Config", "load", "load_text", "yaml_files"]
@@ -85,37 +86,43 @@ def yaml_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 def load(paths: Iterable[str | os.PathLike[str]]) -> Config:
     """Load and check every document in ``paths``; raises :class:`ConfigError`."""
     problems: list[Problem] = []
-    documents: list[SourceDocument] = []
     files = yaml_files(paths)
     if not files:
         raise ConfigError(
             [Problem(str(p), 1, 1, "", "no YAML files found") for p in paths]
             or [Problem("-", 1, 1, "", "no files given")]
         )
-    for path in files:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(str(path), 1, 1, "", f"cannot read file: {exc}"))
-            continue
-        try:
-            documents.extend(read_documents(text, str(path)))
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    return _build(documents, problems)
+
+    def documents() -> Iterator[SourceDocument]:
+        for path in files:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(Problem(str(path), 1, 1, "", f"cannot read file: {exc}"))
+                continue
+            try:
+                yield from read_documents(text, str(path))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+
+    return _build(documents(), problems)
 
 
 def load_text(text: str, file: str = "<string>") -> Config:
     """Load documents from a string (for tools and tests); raises :class:`ConfigError`."""
-    return _build(list(read_documents(text, file)), [])
+    return _build(read_documents(text, file), [])
 
 
-def _build(documents: Sequence[SourceDocument], problems: list[Problem]) -> Config:
+def _build(documents: Iterable[SourceDocument], problems: list[Problem]) -> Config:
+    """Validate ``documents`` one at a time, as they are read: each lets go of its data once
+    its model is made (it reads it again if asked), so 10,000 documents are never all held."""
     from .checks import check  # checks needs Config; imported here to keep the modules acyclic
 
     config = Config()
+    blocks: Pool = {}
     for doc in documents:
         for kind, model in _models(doc, problems, config.invalid):
+            model = share(model, blocks)  # equal blocks of many documents, kept once
             name: str = model.metadata.name  # type: ignore[attr-defined]
             key = ("Controller", "") if kind == "Controller" else (kind, name)
             if key in config.origins:
@@ -137,6 +144,7 @@ def _build(documents: Sequence[SourceDocument], problems: list[Problem]) -> Conf
                 config.controller = model
             else:
                 _table(config, kind)[name] = model
+        doc.release()
     problems.extend(check(config))
     if problems:
         raise ConfigError(problems)
@@ -189,7 +197,7 @@ def _models(
         what = "missing kind" if kind is None else f"unknown kind {kind!r}"
         problems.append(doc.problem(("kind",), f"{what}: expected one of {', '.join(KINDS)}"))
         return
-    _resolve_paths(doc)
+    data = _resolve_paths(data, doc.file)
     try:
         model = model_type.model_validate(data, context={FROM_TEXT: True})
     except ValidationError as exc:
@@ -211,17 +219,25 @@ def _models(
     yield kind, model  # type: ignore[misc]
 
 
-def _resolve_paths(doc: SourceDocument) -> None:
-    base = Path(doc.file).parent
+def _resolve_paths(data: dict[str, Any], file: str) -> dict[str, Any]:
+    """``data`` with its relative paths resolved against the directory of ``file``: a copy
+    where one changes (the document keeps what was written)."""
+    base = Path(file).parent
     for path in _RELATIVE_PATHS:
-        parent: Any = doc.data
+        parents: list[Any] = [data]
         for key in path[:-1]:
-            parent = parent.get(key) if isinstance(parent, dict) else None
+            parent = parents[-1]
+            parents.append(parent.get(key) if isinstance(parent, dict) else None)
+        parent = parents[-1]
         if not isinstance(parent, dict):
             continue
         value = parent.get(path[-1])
         if isinstance(value, str) and value and not value.startswith(("/", "tcp://")):
-            parent[path[-1]] = str(base / value)
+            copy = {**parent, path[-1]: str(base / value)}
+            for key, outer in zip(reversed(path[:-1]), reversed(parents[:-1]), strict=True):
+                copy = {**outer, key: copy}
+            data = copy
+    return data
 
 
 def validation_problems(doc: SourceDocument, exc: ValidationError) -> list[Problem]:

@@ -1,13 +1,19 @@
 """YAML documents that remember where every value came from.
 
-PyYAML's composer gives nodes with positions; we build plain Python data from them and keep a map
-from each value's path (a tuple of keys and indexes) to its 1-based ``(line, column)``. Validation
+PyYAML's composer gives nodes with positions; we build plain Python data from them, and each
+value's path (a tuple of keys and indexes) maps to its 1-based ``(line, column)``. Validation
 errors then point at the exact key. Only the safe YAML subset is read; duplicate keys are errors
 (PyYAML would silently keep the last one).
+
+Positions are found when first asked for, by reading the text again: a valid configuration
+never asks, and at 10,000 documents the maps would hold more memory than the models. Documents
+are composed by libyaml when PyYAML has it; any problem is reported by PyYAML's own reader,
+exactly as without libyaml.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,15 +39,56 @@ class Location:
 
 @dataclass
 class SourceDocument:
-    """One YAML document: its data and the position of every value and key in it."""
+    """One YAML document: its data and the position of every value and key in it.
+
+    Documents from :func:`read_documents` find their positions when first asked, by reading
+    their text again; after :meth:`release` they read their data again too.
+    """
 
     file: str
     index: int
-    data: Any
+    _data: Any
     line: int
     column: int
-    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    _values: dict[Path, tuple[int, int]] | None = field(default_factory=dict, repr=False)
+    _keys: dict[Path, tuple[int, int]] | None = field(default_factory=dict, repr=False)
+    _source: _Text | None = field(default=None, repr=False, compare=False)
+    _released: bool = field(default=False, repr=False, compare=False)
+
+    @property
+    def data(self) -> Any:
+        """The document as plain data (dicts, lists, scalars)."""
+        if self._released:
+            assert self._source is not None
+            self._data, self._released = self._source.document(self.index).data, False
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._data, self._released = value, False
+
+    @property
+    def values(self) -> dict[Path, tuple[int, int]]:
+        """The position of every value, by path."""
+        return self._positions()[0]
+
+    @property
+    def keys(self) -> dict[Path, tuple[int, int]]:
+        """The position of every mapping key, by the path of its value."""
+        return self._positions()[1]
+
+    def release(self) -> None:
+        """Let go of the data and the positions, which are read again if asked for: a loaded
+        configuration keeps its models, not a second copy of every document."""
+        if self._source is not None:
+            self._data, self._values, self._keys, self._released = None, None, None, True
+
+    def _positions(self) -> tuple[dict[Path, tuple[int, int]], dict[Path, tuple[int, int]]]:
+        if self._values is None or self._keys is None:
+            assert self._source is not None
+            again = self._source.document(self.index)
+            self._values, self._keys = again._positions()
+        return self._values, self._keys
 
     def locate(self, path: Path, *, key: bool = False) -> Location:
         """The position of ``path``, or of its nearest ancestor that has one.
@@ -81,20 +128,25 @@ _MAX_NODES = 100_000  # aliases can expand a small file exponentially ("billion 
 
 
 class _Builder:
-    def __init__(self, doc: SourceDocument, constructor: yaml.SafeLoader) -> None:
+    def __init__(self, doc: SourceDocument, constructor: yaml.SafeLoader | Any) -> None:
         self.doc = doc
         self.constructor = constructor
         self.open: set[int] = set()
         self.count = 0
+        # Positions are recorded only when the document has maps to fill (see _Text).
+        self.values = doc._values
+        self.keys = doc._keys
 
     def build(self, node: yaml.Node, path: Path) -> Any:
-        where = (node.start_mark.line + 1, node.start_mark.column + 1)
         self.count += 1
         if self.count > _MAX_NODES:
-            raise _Failure(where, path, f"document too large (more than {_MAX_NODES} values)")
+            raise _Failure(
+                _where(node), path, f"document too large (more than {_MAX_NODES} values)"
+            )
         if id(node) in self.open:
-            raise _Failure(where, path, "recursive YAML alias")
-        self.doc.values[path] = where
+            raise _Failure(_where(node), path, "recursive YAML alias")
+        if self.values is not None:
+            self.values[path] = _where(node)
         if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
             self.open.add(id(node))
             try:
@@ -112,22 +164,26 @@ class _Builder:
             if isinstance(exc, ValueError | OverflowError):
                 reason = str(exc)
             message = f"invalid {tag} value {node.value!r}" + (f": {reason}" if reason else "")
-            raise _Failure(where, path, message) from None
+            raise _Failure(_where(node), path, message) from None
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise _Failure(where, path, "YAML merge keys (<<) are not supported")
+                raise _Failure(_where(key_node), path, "YAML merge keys (<<) are not supported")
             if not isinstance(key_node, yaml.ScalarNode):
-                raise _Failure(where, path, "mapping keys must be plain strings")
+                raise _Failure(_where(key_node), path, "mapping keys must be plain strings")
             key = str(key_node.value)
             if key in result:
-                raise _Failure(where, (*path, key), f"duplicate key {key!r}")
-            self.doc.keys[(*path, key)] = where
+                raise _Failure(_where(key_node), (*path, key), f"duplicate key {key!r}")
+            if self.keys is not None:
+                self.keys[(*path, key)] = _where(key_node)
             result[key] = self.build(value_node, (*path, key))
         return result
+
+
+def _where(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 class _Failure(Exception):
@@ -176,9 +232,65 @@ def _position(text: str, index: int) -> tuple[int, int]:
 
 
 def read_documents(text: str, file: str) -> Iterator[SourceDocument]:
-    """Each non-empty YAML document in ``text``; raises :class:`ConfigError` on bad YAML."""
+    """Each non-empty YAML document in ``text``; raises :class:`ConfigError` on bad YAML.
+
+    Documents are read without their positions, which are found again when first asked for.
+    """
+    return _read(text, file, _Text(text, file))
+
+
+class _Text:
+    """The text documents were read from, read again — once, in full, positions and all — the
+    first time a document is asked for what it did not keep (a problem to report)."""
+
+    def __init__(self, text: str, file: str) -> None:
+        self.text, self.file = text, file
+        self.again: list[SourceDocument] | None = None
+
+    def document(self, index: int) -> SourceDocument:
+        if self.again is None:
+            self.again = []
+            try:
+                for doc in _read(self.text, self.file, None, fast=False):
+                    self.again.append(doc)
+            except ConfigError:
+                pass  # the documents before the problem were all read
+        return self.again[index]
+
+
+def _read(
+    text: str, file: str, later: _Text | None, *, fast: bool = True
+) -> Iterator[SourceDocument]:
+    """The documents of ``text``, positions recorded now (``later`` is ``None``) or left to
+    ``later``. Composed by libyaml when ``fast`` and there is one; on any problem, read again by
+    PyYAML's reader from the first document not yet given, so problems read as they always
+    have. (Positions are always PyYAML's: libyaml places some empty values elsewhere.)"""
+    given = 0
+    if fast and _FAST_LOADER is not None and not _PYYAML_ONLY.search(text):
+        with contextlib.suppress(Exception):  # whatever it is, PyYAML's reader says it below
+            yaml.reader.Reader(text)  # PyYAML's check of every character
+            for doc in _documents(text, file, _FAST_LOADER, later):
+                if not isinstance(doc.data, dict | list):
+                    break  # libyaml places a scalar document (an empty one) elsewhere
+                yield doc
+                given += 1
+            else:
+                return
+    for index, doc in enumerate(_documents(text, file, yaml.SafeLoader, later)):
+        if index >= given:
+            yield doc
+
+
+_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", None) if yaml.__with_libyaml__ else None
+# What libyaml accepts and PyYAML's reader refuses: such text is read by PyYAML alone.
+_PYYAML_ONLY = re.compile("[\t\ufeff]")
+
+
+def _documents(
+    text: str, file: str, loader_class: Any, later: _Text | None
+) -> Iterator[SourceDocument]:
     try:
-        loader = yaml.SafeLoader(text)  # checks every character up front
+        loader = loader_class(text)  # PyYAML's own reader checks every character up front
     except yaml.reader.ReaderError as exc:
         line, column = _position(text, exc.position)
         character = f"#x{exc.character:04x}" if isinstance(exc.character, int) else "character"
@@ -191,11 +303,14 @@ def read_documents(text: str, file: str) -> Iterator[SourceDocument]:
             node = loader.get_node()
             if node is None:
                 continue
-            doc = SourceDocument(
-                file, index, None, node.start_mark.line + 1, node.start_mark.column + 1
-            )
+            line, column = _where(node)
+            doc = SourceDocument(file, index, None, line, column)
+            if later is not None:
+                doc._values = doc._keys = None
+                doc._source = later
             try:
                 doc.data = _Builder(doc, loader).build(node, ())
+                loader.constructed_objects, loader.recursive_objects = {}, {}  # as PyYAML does
             except _Failure as failure:
                 line, column = failure.where
                 raise ConfigError(

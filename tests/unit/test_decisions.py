@@ -237,6 +237,26 @@ def test_find_and_last(log: DecisionLog) -> None:
     assert log.last("Rollout/nothing") is None
 
 
+def test_having_names_the_ids_the_log_holds_in_one_pass(log: DecisionLog) -> None:
+    written = fill(log, 4)
+    absent = "20990101T000000.000Z-deadbeef"
+    assert log.having([written[0].id, written[3].id, absent]) == {written[0].id, written[3].id}
+    assert log.having([]) == set()
+    log.path.write_bytes(log.path.read_bytes() + b"not json\n")
+    with pytest.raises(DecisionLogError, match=":5:"):
+        log.having([absent])
+
+
+def test_a_sealed_decision_is_the_record_as_written(log: DecisionLog) -> None:
+    made = decision(0, weights=DecisionWeights({"v1": 90, "v2": 10}, {"v1": 90, "v2": 10}))
+    sealed = log.append(made)
+    assert sealed.prev_hash == GENESIS
+    assert sealed == Decision.from_json(lines_of(log)[0].decode())
+    assert made.hash is None  # the decision appended is left as it was
+    with pytest.raises(ValueError, match="SHA-256"):
+        made.sealed(GENESIS, "not a hash")
+
+
 def _edit(lines: list[bytes]) -> list[bytes]:
     lines[2] = lines[2].replace(b'"action":"advance"', b'"action":"rollback"')
     return lines

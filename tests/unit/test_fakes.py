@@ -284,6 +284,14 @@ def test_queries_are_counted_and_remembered() -> None:
     assert source.history == [((ERRORS, QUEUE), T0), ((QUEUE,), T0 + timedelta(seconds=30))]
 
 
+def test_a_source_told_to_remember_few_batches_keeps_the_latest() -> None:
+    source = ListMetricSource.constant({"v1": 1.0}, remember=1)
+    source.query([ERRORS, QUEUE], T0)
+    source.query([QUEUE], T0 + timedelta(seconds=30))
+    assert source.queries == 2
+    assert source.history == [((QUEUE,), T0 + timedelta(seconds=30))]
+
+
 def test_a_timeline_answers_with_the_table_in_force_at_each_time() -> None:
     t1 = T0 + timedelta(minutes=5)
     source = ListMetricSource.from_timeline(
