@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-from trimtab.slo.baseline import BaselineResult, BaselineSettings, compare
+from trimtab.slo.baseline import BaselineResult, BaselineSettings, BaselineTrack, extend, observe
 from trimtab.slo.durations import format_duration
 from trimtab.slo.health import Health, counts_events, health_windows, is_budget_based
 from trimtab.slo.models import Balance, Rollout
@@ -40,7 +40,7 @@ from .decisions import DecisionLog
 from .guardrails import recent_shifts
 from .record import Action, Decision, DecisionWeights
 from .rollout import Phase
-from .state import Intent, Override, StateStore, TargetState
+from .state import BaselineMemo, Intent, Override, StateStore, TargetState
 from .targets import Target, requests_for
 
 __all__ = ["Reconciler", "ReconcilerConfig"]
@@ -71,13 +71,23 @@ class Reconciler:
     def __init__(self, config: ReconcilerConfig) -> None:
         self.config = config
         self._resumed: set[str] = set()  # targets whose saved intent this process checked
+        self._baselines: dict[str, BaselineMemo] = {}  # per target, the step's baseline test
 
     def cycle(self, targets: Sequence[Target], now: datetime) -> list[Decision]:
-        """One measurement batch for every target, then one decision per target."""
+        """One measurement batch for every target, then one decision per target.
+
+        Each target is decided first (steps 1-5), then the cycle records and acts for all of
+        them at once (:meth:`_commit`): one batch of state writes, one append to the decision
+        log, then the moves. Each move's intent and decision are durable before it is made,
+        as in a cycle of one target; the batch pays for durability a few times, not per target.
+        """
         states = {t.key: self.config.states.load(t.key) for t in targets}
         plans = {t.key: _requests(t, states[t.key], now) for t in targets}
         measurements = self.config.source.query([r for rs in plans.values() for r in rs], now)
-        return [self.reconcile(t, measurements, now, plans[t.key], states[t.key]) for t in targets]
+        self._record_lost([t for t in targets if self._resuming(t, states[t.key])], states)
+        turns = [self._decide(t, measurements, now, plans[t.key], states[t.key]) for t in targets]
+        del plans, states
+        return self._commit(turns)
 
     def reconcile(
         self,
@@ -89,12 +99,24 @@ class Reconciler:
     ) -> Decision:
         """One target's cycle; returns its decision (recorded when it says something new).
 
-        ``requests`` and ``state`` are what :meth:`cycle` already built and read.
+        ``requests`` and ``state`` are what the caller already built and read.
         """
-        config = self.config
-        states = config.states
-        state = states.load(target.key) if state is None else state
+        state = self.config.states.load(target.key) if state is None else state
         requests = _requests(target, state, now) if requests is None else requests
+        if self._resuming(target, state):
+            self._record_lost([target], {target.key: state})
+        return self._commit([self._decide(target, measurements, now, requests, state)])[0]
+
+    def _decide(
+        self,
+        target: Target,
+        measurements: Measurements,
+        now: datetime,
+        requests: Sequence[SeriesRequest],
+        state: TargetState,
+    ) -> _Turn:
+        """Steps 1-5 for one target: what to record, what state to save, what to move."""
+        config = self.config
         adapter = config.adapters[target.key]
         dry_run = config.dry_run or target.dry_run
 
@@ -109,9 +131,6 @@ class Reconciler:
             actual = dict(state.applied)  # dry-run: judge from the weights it would have set
 
         # 2. Verify the last change before measuring: measuring too early measures old weights
-        if state.intent is not None and not dry_run and target.key not in self._resumed:
-            self._resumed.add(target.key)  # once per process: after a crash, or a restart
-            self._record_lost(target, state.intent)
         if state.intent is not None and not dry_run:
             settled = self._settle(target, state, adapter, actual)
             if settled is None:
@@ -143,21 +162,24 @@ class Reconciler:
         spec = config.specs[target.key]
         if isinstance(spec, Rollout):
             memory = _rollout_memory(state, spec)
-            baseline = self._baseline(results, spec) if spec.spec.analysis.baseline else None
+            baseline = (
+                self._baseline(target, results, spec, state, now)
+                if spec.spec.analysis.baseline
+                else None
+            )
             proposal = rollout.decide(spec.spec, memory, health, baseline, actual, now)
             action, desired = proposal.action, proposal.desired
             reasons, notes, cause = proposal.reasons, proposal.guardrails, proposal.cause
             proposed = _with_rollout_memory(state, proposal.memory, spec, now)
+            memo = self._baselines.get(target.key)
+            if memo is not None and proposed != state:  # saved with a write that happens anyway
+                proposed = proposed.with_(baseline=memo)
         else:
             balanced = balance.decide(spec.spec, _balance_memory(state), health, actual, now)
             action, desired = balanced.action, balanced.desired
             reasons, notes, cause = balanced.reasons, balanced.guardrails, balanced.cause
             proposed = _with_balance_memory(state, balanced.memory, now)
 
-        # 6. Record, before acting. A move saves its intent (carrying the decision) first, then
-        # records the decision, then acts: a crash between the two leaves an intent whose
-        # decision the next process records before acting on it — never a recorded decision
-        # that nothing followed (a phantom step in the history).
         moving = desired != actual
         decision = Decision(
             at=now,
@@ -173,36 +195,75 @@ class Reconciler:
             phase=proposed.phase,
             cause=cause,
         )
-
-        # 7-8. Act and verify
+        turn = _Turn(target, decision, state, actual)
         if not moving:
             if proposed != state:  # a hold that changes nothing writes nothing
-                states.save(target.key, proposed)
-            return self._record(decision)
-        if dry_run:
-            states.save(target.key, proposed.with_(applied=desired))
-            return self._record(decision)
-        intent = Intent(desired, decision.id, action, now, record=decision.to_json())
-        pending = states.save(target.key, proposed.with_(intent=intent))
+                turn.save = proposed
+        elif dry_run:
+            turn.save = proposed.with_(applied=desired)
+        else:
+            # A move saves its intent (carrying the decision) first, then records the
+            # decision, then acts: a crash between the two leaves an intent whose decision the
+            # next process records before acting on it — never a recorded decision that
+            # nothing followed (a phantom step in the history).
+            intent = Intent(desired, decision.id, action, now, record=decision.to_json())
+            turn.save, turn.move = proposed.with_(intent=intent), desired
+        return turn
+
+    def _commit(self, turns: Sequence[_Turn]) -> list[Decision]:
+        """Steps 6-8 for the turns of a cycle, each step one batch for every target.
+
+        6. Record, before acting: every state to save — each move's intent, carrying its
+           decision, among them — is written and fsync'd; then every decision is appended to
+           the log with one fsync. A log that cannot be appended to undoes the intents, and
+           nothing moves.
+        7. Act: each move's weights are set (transient failures retried); a refused move
+           leaves traffic and state as they were and is recorded as a hold.
+        8. Verify: each move is read back, and the verified states (intent cleared) are saved
+           in one batch. A crash before then leaves intents, which the next cycle verifies
+           without stepping again.
+        """
+        states = self.config.states
+        writes = [t for t in turns if t.save is not None]
+        moves = [t for t in turns if t.move is not None]
         try:
-            decision = self._record(decision)
+            saved = states.save_all([(t.target.key, t.save) for t in writes if t.save is not None])
+            pending = {t.target.key: s for t, s in zip(writes, saved, strict=True)}
+            try:
+                decisions = self._record([t.decision for t in turns])
+            except BaseException:
+                states.save_all([(t.target.key, _unmoved(t, pending)) for t in moves])
+                raise
         except BaseException:
-            states.save(target.key, state.with_(version=pending.version))  # not recorded: undo
+            # Some intents may be on disk without their decisions in the log (a failed write,
+            # a failed undo): the next cycle looks for them there again, as after a restart.
+            self._resumed.difference_update(t.target.key for t in moves)
             raise
-        try:
-            self._apply(adapter, desired)
-        except TrafficError as error:
-            states.save(target.key, state.with_(version=pending.version))  # nothing happened
-            return self._hold(
-                target,
-                state,
-                actual,
-                now,
-                Cause.ADAPTER_ERROR,
-                f"the adapter refused {desired}: {error}; traffic left as it was",
-            )
-        self._settle(target, pending, adapter, desired)
-        return decision
+        verified: list[tuple[str, TargetState]] = []
+        refused: dict[int, Decision] = {}
+        for index, turn in enumerate(turns):
+            if turn.move is None:
+                continue
+            key, adapter = turn.target.key, self.config.adapters[turn.target.key]
+            try:
+                self._apply(adapter, turn.move)
+            except TrafficError as error:
+                verified.append((key, _unmoved(turn, pending)))  # nothing happened
+                why = f"the adapter refused {dict(turn.move)}: {error}; traffic left as it was"
+                hold = self._hold(
+                    turn.target, turn.state, turn.actual, turn.decision.at, Cause.ADAPTER_ERROR, why
+                )
+                refused[index] = hold.decision
+                continue
+            done = self._verified(turn.target, pending[key], adapter, turn.move)
+            if done is not None:
+                verified.append((key, done))
+        states.save_all(verified)
+        if refused:
+            holds = self._record(list(refused.values()))
+            for index, hold_decision in zip(refused, holds, strict=True):
+                decisions[index] = hold_decision
+        return decisions
 
     def override(self, target: Target, command: str, actor: str, now: datetime) -> Decision:
         """A person's command: ``pause``, ``resume``, ``abort`` (roll back now) or ``promote``.
@@ -291,9 +352,20 @@ class Reconciler:
     ) -> TargetState | None:
         """Finish a pending intent: re-apply if the route does not hold it, then verify.
 
-        Returns the state with the intent cleared and ``applied`` set, or ``None`` while the
-        proxy has not applied it yet.
+        Returns the state with the intent cleared and ``applied`` set (saved), or ``None``
+        while the proxy has not applied it yet.
         """
+        done = self._verified(target, state, adapter, actual)
+        return None if done is None else self.config.states.save(target.key, done)
+
+    def _verified(
+        self,
+        target: Target,
+        state: TargetState,
+        adapter: TrafficAdapter,
+        actual: Mapping[str, int],
+    ) -> TargetState | None:
+        """:meth:`_settle` without saving: the state to save once the intent is verified."""
         intent = state.intent
         assert intent is not None
         try:
@@ -305,68 +377,126 @@ class Reconciler:
             return None
         if verification is Verification.PENDING:
             return None
-        return self.config.states.save(
-            target.key, state.with_(applied=dict(intent.weights), intent=None)
-        )
+        return state.with_(applied=dict(intent.weights), intent=None)
 
-    def _baseline(self, results: Sequence[SeriesResult], spec: Rollout) -> BaselineResult | None:
-        """Canary against stable on the first budget-based SLO with request counts, over its
-        longest window — clipped to the last shift, so the counts of an earlier split never
-        judge this one."""
+    def _baseline(
+        self,
+        target: Target,
+        results: Sequence[SeriesResult],
+        spec: Rollout,
+        state: TargetState,
+        now: datetime,
+    ) -> BaselineResult | None:
+        """Canary against stable on the first budget-based SLO with request counts: the test of
+        :mod:`trimtab.slo.baseline`, carried from one cycle to the next and across steps.
+
+        While the step is younger than the SLO's longest window, that window is clipped to the
+        step: its counts are cumulative since the step began, and :func:`observe` takes what is
+        new. Once the step outlives it, the shortest window is counted each time it no longer
+        overlaps what was counted before (:func:`extend`); between those, the verdict stands on
+        what is counted. Only a progressing Rollout is tested.
+        """
+        if state.phase != Phase.PROGRESSING:
+            self._baselines.pop(target.key, None)
+            return None
         for result in results:
             slo_spec = result.request.slo.spec
             if not (is_budget_based(slo_spec) and counts_events(slo_spec)):
                 continue
-            window = health_windows(slo_spec)[-1]
-            canary = result.judged(spec.spec.canary).get(window)
-            stable = result.judged(spec.spec.stable).get(window)
-            if canary is None or stable is None or canary.value is None or stable.value is None:
-                continue
-            if canary.events is None or stable.events is None:
-                continue
-            return compare(
-                canary.value * canary.events,
-                canary.events,
-                stable.value * stable.events,
-                stable.events,
-                self.config.baseline,
-            )
+            windows = health_windows(slo_spec)
+            memo = self._memo(target, state, now)
+            settings = self.config.baseline
+            if windows[-1] in dict(result.request.clipped):
+                counts = _counts(result, spec, windows[-1])
+                if counts is None:
+                    continue
+                track, verdict = observe(memo.track, *counts, settings)
+                at = now
+            elif (now - memo.at).total_seconds() >= windows[0]:
+                counts = _counts(result, spec, windows[0])
+                if counts is None:
+                    continue
+                track, verdict = extend(memo.track, *counts, settings)
+                at = now
+            else:
+                track, verdict = extend(memo.track, 0, 0, 0, 0, settings)
+                at = memo.at
+            self._baselines[target.key] = BaselineMemo(track, state.step_started_at, at)
+            return verdict
         return None
 
-    def _record_lost(self, target: Target, intent: Intent) -> None:
-        """Record the decision of a saved intent if a crash kept it out of the log.
+    def _memo(self, target: Target, state: TargetState, now: datetime) -> BaselineMemo:
+        """The baseline test of ``target``'s current step: this process's latest, or the saved
+        one if newer (another controller led meanwhile); a new step goes on from the last."""
+        memo = self._baselines.get(target.key)
+        saved = state.baseline
+        if memo is None or (saved is not None and saved.at > memo.at):
+            memo = saved
+        began = state.step_started_at or now
+        if memo is None:
+            return BaselineMemo(BaselineTrack(), state.step_started_at, began)
+        if memo.step_started_at != state.step_started_at:
+            return BaselineMemo(memo.track.next_step(), state.step_started_at, began)
+        return memo
+
+    def _resuming(self, target: Target, state: TargetState) -> bool:
+        """Whether ``state`` holds an intent this process has not looked at yet (once per
+        process: after a crash, or a restart)."""
+        return (
+            state.intent is not None
+            and not (self.config.dry_run or target.dry_run)
+            and target.key not in self._resumed
+        )
+
+    def _record_lost(self, targets: Sequence[Target], states: Mapping[str, TargetState]) -> None:
+        """Record the decisions of saved intents that a crash kept out of the log.
 
         A move saves its intent (carrying the decision) before recording the decision, and
         records it before acting: an intent whose decision is not in the log was never acted
         on. Recording it now, as it was decided, keeps the log's promise — every move is
-        recorded before it is made — and the cycle goes on to apply it once."""
-        if intent.record is None or self.config.log.find(intent.decision_id) is not None:
+        recorded before it is made — and the cycle goes on to apply it once. One pass over the
+        log finds which decisions it lacks, however many targets resume."""
+        intents = {}
+        for target in targets:
+            self._resumed.add(target.key)
+            intent = states[target.key].intent
+            if intent is not None and intent.record is not None:
+                intents[target.key] = intent
+        if not intents:
             return
-        log.warning(
-            "%s: recording decision %s, which a stop kept out of the log before it was acted on",
-            target.key,
-            intent.decision_id,
-        )
-        self.config.log.append(Decision.from_json(intent.record))
+        found = self.config.log.having({i.decision_id for i in intents.values()})
+        lost = [(k, i) for k, i in intents.items() if i.decision_id not in found]
+        for key, intent in lost:
+            log.warning(
+                "%s: recording decision %s, which a stop kept out of the log before it was "
+                "acted on",
+                key,
+                intent.decision_id,
+            )
+        if lost:
+            self.config.log.append_all(
+                Decision.from_json(i.record) for _, i in lost if i.record is not None
+            )
 
-    def _record(self, decision: Decision) -> Decision:
-        """Append ``decision`` unless it repeats the target's last one: a hold or a no-op with
-        the same cause, health and weights is logged once, however its wording moves on
-        ("healthy for 2m of the 5m hold" each cycle) — at 10,000 targets a record per target
-        per cycle would be most of a cycle's cost and of the log."""
-        last = self.config.log.last(decision.target)
-        if (
-            last is not None
-            and decision.action in (Action.HOLD, Action.NONE)
-            and last.action == decision.action
-            and last.cause == decision.cause
-            and last.health == decision.health
-            and last.weights.desired == decision.weights.desired
-            and last.dry_run == decision.dry_run
-            and (decision.cause is not None or _messages(last) == _messages(decision))
-        ):
-            return decision
-        return self.config.log.append(decision)
+    def _record(self, decisions: Sequence[Decision]) -> list[Decision]:
+        """Append ``decisions`` (one append, one fsync), except each that repeats its target's
+        last one: a hold or a no-op with the same cause, health and weights is logged once,
+        however its wording moves on ("healthy for 2m of the 5m hold" each cycle) — at 10,000
+        targets a record per target per cycle would be most of a cycle's cost and of the log.
+        Returns every decision, sealed (``hash`` set) when it was appended."""
+        latest: dict[str, Decision] = {}
+        fresh: list[int] = []
+        for index, decision in enumerate(decisions):
+            last = latest.get(decision.target) or self.config.log.last(decision.target)
+            if not _repeats(last, decision):
+                fresh.append(index)
+                latest[decision.target] = decision
+        recorded = list(decisions)
+        if fresh:  # nothing new (a steady cycle): the log is not even opened
+            sealed = self.config.log.append_all([decisions[i] for i in fresh])
+            for index, decision in zip(fresh, sealed, strict=True):
+                recorded[index] = decision
+        return recorded
 
     def _hold(
         self,
@@ -376,7 +506,8 @@ class Reconciler:
         now: datetime,
         cause: Cause,
         why: str,
-    ) -> Decision:
+    ) -> _Turn:
+        """A turn that holds the weights for ``why``, saving nothing."""
         decision = Decision(
             at=now,
             target=target.key,
@@ -389,7 +520,38 @@ class Reconciler:
             phase=state.phase,
             cause=cause,
         )
-        return self._record(decision)
+        return _Turn(target, decision, state, actual)
+
+
+@dataclass(slots=True)
+class _Turn:
+    """One target's part of a cycle, decided (steps 1-5) and waiting to be committed."""
+
+    target: Target
+    decision: Decision  # recorded unless it repeats the target's last decision
+    state: TargetState  # the state decided from: what a move that does not happen leaves
+    actual: Mapping[str, int]  # the weights the route served
+    save: TargetState | None = None  # saved before the decision is recorded
+    move: Mapping[str, int] | None = None  # set after the decision is recorded
+
+
+def _unmoved(turn: _Turn, saved: Mapping[str, TargetState]) -> TargetState:
+    """The state a move that did not happen leaves: as decided from, at the saved version."""
+    return turn.state.with_(version=saved[turn.target.key].version)
+
+
+def _repeats(last: Decision | None, decision: Decision) -> bool:
+    """Whether ``decision`` says nothing new after ``last`` (see :meth:`Reconciler._record`)."""
+    return (
+        last is not None
+        and decision.action in (Action.HOLD, Action.NONE)
+        and last.action == decision.action
+        and last.cause == decision.cause
+        and last.health == decision.health
+        and last.weights.desired == decision.weights.desired
+        and last.dry_run == decision.dry_run
+        and (decision.cause is not None or _messages(last) == _messages(decision))
+    )
 
 
 def _requests(target: Target, state: TargetState, now: datetime) -> list[SeriesRequest]:
@@ -440,6 +602,8 @@ def _rollout_memory(state: TargetState, spec: Rollout) -> rollout.RolloutMemory:
         step_started_at=state.step_started_at,
         healthy_since=state.healthy_since.get(spec.spec.canary),
         failures=state.failures,
+        failure_bad=state.failure_bad,
+        failure_at=state.failure_at,
         no_data_since=state.no_data_since,
         paused_at=state.paused_at,
         last_shift_at=state.last_shift_at,
@@ -457,6 +621,8 @@ def _with_rollout_memory(
         step_started_at=memory.step_started_at,
         healthy_since=since,
         failures=memory.failures,
+        failure_bad=memory.failure_bad,
+        failure_at=memory.failure_at,
         no_data_since=memory.no_data_since,
         paused_at=memory.paused_at,
         last_shift_at=memory.last_shift_at,
@@ -481,4 +647,22 @@ def _with_balance_memory(
         healthy_since=dict(memory.healthy_since),
         last_shift_at=memory.last_shift_at,
         shift_times=tuple(recent_shifts(memory.shift_times, now)),
+    )
+
+
+def _counts(
+    result: SeriesResult, spec: Rollout, window: float
+) -> tuple[float, float, float, float] | None:
+    """(canary bad, canary requests, stable bad, stable requests) over ``window``, if measured."""
+    canary = result.judged(spec.spec.canary).get(window)
+    stable = result.judged(spec.spec.stable).get(window)
+    if canary is None or stable is None or canary.value is None or stable.value is None:
+        return None
+    if canary.events is None or stable.events is None:
+        return None
+    return (
+        canary.value * canary.events,
+        canary.events,
+        stable.value * stable.events,
+        stable.events,
     )

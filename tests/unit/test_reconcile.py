@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from trimtab.adapters.fake import FakeTrafficAdapter, ListMetricSource
+from trimtab.adapters.fake import FakeTrafficAdapter, ListMetricSource, Sampled
 from trimtab.controller.decisions import DecisionLog
 from trimtab.controller.reconcile import Reconciler, ReconcilerConfig
 from trimtab.controller.state import Intent, StateStore
 from trimtab.controller.targets import Target, targets
 from trimtab.slo import load_text
+from trimtab.slo.health import WindowMeasurement
+from trimtab.slo.ports import SeriesRequest
 from trimtab.slo.traffic import PermanentTrafficError, TransientTrafficError
 
 CONFIG = load_text(
@@ -315,3 +317,125 @@ def test_a_hold_that_only_counts_time_is_recorded_once_and_writes_no_state(tmp_p
     holds = [d for d in r.log.records() if d.cause == "hold-in-progress"]
     assert len(holds) == 1, [d.reasons for d in holds]
     assert r.states.path(TARGET.key).stat().st_mtime_ns == saved
+
+
+BASELINE_CONFIG = load_text(
+    """
+apiVersion: trimtab.dev/v1alpha1
+kind: SLO
+metadata: {name: errors}
+spec:
+  service: shop
+  objective: 99.9
+  backendLabel: version
+  minEvents: 10
+  indicator:
+    errorRatio: {errors: 'req_total{code="500"}', total: req_total}
+---
+apiVersion: trimtab.dev/v1alpha1
+kind: Rollout
+metadata: {name: shop}
+spec:
+  slos: [{name: errors}]
+  stable: v1
+  canary: v2
+  route: {file: {path: w.json}}
+  steps: [{weight: 10, hold: 30m}, {weight: 100}]
+  analysis: {interval: 30s, baseline: true, stepTimeout: 2h}
+  guardrails: {maxStep: 100, minInterval: 1m, maxShiftsPerHour: 12}
+""",
+    "baseline.yaml",
+)
+SUBTLE = 0.004  # burn 4: under every health threshold; only the baseline test can see it
+
+
+def _counters(fault_at: float) -> ListMetricSource:
+    """Requests at 10/s on the canary and 90/s on the stable; errors at 0.1 %, and on the
+    canary at :data:`SUBTLE` from minute ``fault_at``: each window's exact expected counts."""
+
+    def bad(backend: str, start: float, end: float) -> float:
+        rps = 10.0 if backend == "v2" else 90.0
+        if backend == "v1" or end <= fault_at * 60:
+            return rps * (end - start) * 0.001
+        split = max(start, fault_at * 60)
+        return rps * ((split - start) * 0.001 + (end - split) * SUBTLE)
+
+    def sample(request: SeriesRequest, backend: str, window: float, at: datetime) -> Sampled:
+        end = (at - T0).total_seconds()
+        events = (10.0 if backend == "v2" else 90.0) * window
+        return WindowMeasurement(bad(backend, end - window, end) / events, events)
+
+    return ListMetricSource(sample, backends=("v1", "v2"))
+
+
+def _baseline_rig(tmp_path: Path, fault_at: float) -> Rig:
+    r = rig(tmp_path)
+    r.source = _counters(fault_at)
+    return r
+
+
+def _baseline_reconciler(r: Rig) -> Reconciler:
+    """A new reconciler — a new process — on ``r``'s source, adapter, state and log."""
+    return Reconciler(
+        ReconcilerConfig(
+            source=r.source,
+            adapters={TARGET.key: r.adapter},
+            states=r.states,
+            log=r.log,
+            specs={TARGET.key: BASELINE_CONFIG.rollouts["shop"]},
+            sleep=lambda _: None,
+        )
+    )
+
+
+def _until_rollback(r: Rig, reconciler: Callable[[], Reconciler], minutes: float) -> float | None:
+    minute = 0.0
+    while minute <= minutes:
+        decision = reconciler().cycle([TARGET], T0 + timedelta(minutes=minute))[0]
+        if decision.action == "rollback":
+            return minute
+        minute += 0.5
+    return None
+
+
+def test_the_baseline_test_finds_a_canary_that_turns_subtly_worse_late_in_a_step(
+    tmp_path: Path,
+) -> None:
+    r = _baseline_rig(tmp_path, fault_at=12)
+    reconciler = _baseline_reconciler(r)
+    rolled = _until_rollback(r, lambda: reconciler, 30)
+    assert rolled is not None
+    assert rolled > 12
+    rollback = r.log.last(TARGET.key)
+    assert rollback is not None
+    assert rollback.cause == "baseline-regression"
+    assert "change points" in str(rollback.reasons)
+    assert r.adapter.weights == {"v1": 100, "v2": 0}
+
+
+def test_a_restarted_controller_goes_on_with_the_saved_baseline_test(tmp_path: Path) -> None:
+    # A new process every cycle: the baseline test it carries in memory is lost each time and
+    # only the memo saved with the state survives. It still finds the fault — counting the data
+    # since the saved memo once, not again from the step's start.
+    r = _baseline_rig(tmp_path / "restarted", fault_at=12)
+    once = _baseline_rig(tmp_path / "one-process", fault_at=12)
+    reconciler = _baseline_reconciler(once)
+    fresh = _until_rollback(r, lambda: _baseline_reconciler(r), 30)
+    kept = _until_rollback(once, lambda: reconciler, 30)
+    assert fresh is not None
+    assert kept is not None
+    assert 12 < kept <= fresh
+    memo = r.states.load(TARGET.key).baseline
+    assert memo is not None
+    assert memo.track.started > 0
+
+
+def test_carrying_the_baseline_test_writes_no_state_on_a_hold(tmp_path: Path) -> None:
+    r = _baseline_rig(tmp_path, fault_at=10**6)  # healthy throughout
+    reconciler = _baseline_reconciler(r)
+    reconciler.cycle([TARGET], T0)  # advance to 10 %
+    reconciler.cycle([TARGET], T0 + timedelta(seconds=30))  # verified: the hold starts
+    version = r.states.load(TARGET.key).version
+    for minute in (1, 1.5, 2, 2.5):
+        assert reconciler.cycle([TARGET], T0 + timedelta(minutes=minute))[0].action == "hold"
+    assert r.states.load(TARGET.key).version == version

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from trimtab.controller.state import (
+    BaselineMemo,
     Intent,
     Override,
     StateConflict,
@@ -20,6 +21,7 @@ from trimtab.controller.state import (
     StateStore,
     TargetState,
 )
+from trimtab.slo.baseline import BaselineTrack
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 TARGET = "Rollout/checkout"
@@ -42,6 +44,11 @@ def busy_state() -> TargetState:
         step_started_at=T0 - timedelta(minutes=5),
         healthy_since={"v2": T0 - timedelta(minutes=4)},
         failures=1,
+        failure_bad={"checkout-errors": 4.5},
+        failure_at=T0 - timedelta(seconds=30),
+        baseline=BaselineMemo(
+            BaselineTrack((3, 900, 4, 8100), (1.5, -0.25), 2), T0 - timedelta(minutes=5), T0
+        ),
         no_data_since=T0 - timedelta(seconds=30),
         paused_at=T0,
         paused_reason="paused by alice",
@@ -70,6 +77,27 @@ def test_every_field_survives_the_round_trip() -> None:
     state, default = busy_state(), TargetState()
     changed = [k for k in state.to_json() if state.to_json()[k] != default.to_json()[k]]
     assert set(changed) == set(state.to_json()) - {"version"}
+
+
+@pytest.mark.parametrize(
+    "track",
+    [
+        {"counts": [1, 2, 3], "logTerms": [], "started": 0},
+        {"counts": [1, 2, 3, -4], "logTerms": [], "started": 0},
+        {"counts": [1, 2, 3, 4], "logTerms": [0.5], "started": 0},
+        {"counts": [1, 2, 3, 4], "logTerms": [], "started": 1},
+        {"counts": [1, 2, 3, 4], "logTerms": ["x"], "started": 1},
+        "a track",
+    ],
+)
+def test_a_corrupt_baseline_track_is_a_corrupt_state(store: StateStore, track: object) -> None:
+    saved = store.save(TARGET, busy_state())
+    data = json.loads(store.path(TARGET).read_text())
+    data["state"]["baseline"]["track"] = track
+    store.path(TARGET).write_text(json.dumps(data))
+    with pytest.raises(StateError, match="corrupt state"):
+        store.load(TARGET)
+    assert saved.baseline is not None
 
 
 def test_json_keys_are_camel_case() -> None:
