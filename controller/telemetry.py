@@ -44,7 +44,7 @@ from typing import TypeVar
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import Counter, MeterProvider, ObservableGauge
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -72,6 +72,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 """Where ``/metrics`` is served without a Controller: loopback (DESIGN.md section 13)."""
+SERIES_LIMIT = 10_000_000
+"""Series per metric the SDK keeps apart. Its default, 2,000, folds the rest into one
+``otel_metric_overflow`` series: per-target metrics would vanish past 2,000 targets (a gauge per
+target and backend reaches it at 1,000 Rollouts). Memory is spent only on series that exist."""
+
 CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 Labels = tuple[tuple[str, str], ...]
 _T = TypeVar("_T")
@@ -121,7 +126,10 @@ class Telemetry:
         self._server: ThreadingHTTPServer | None = None
         resource = _resource()
         reader = PrometheusMetricReader(
-            registry=registry, scope_info_enabled=False, disable_target_info=True
+            registry=registry,
+            scope_info_enabled=False,
+            disable_target_info=True,
+            cardinality_limits=dict.fromkeys((Counter, ObservableGauge), SERIES_LIMIT),
         )
         self._meters = MeterProvider(
             metric_readers=[reader], resource=resource, shutdown_on_exit=False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -291,3 +292,20 @@ def test_service_name_defaults_to_trimtab_and_follows_otel_service_name(
         (span,) = exporter.get_finished_spans()
         t.shutdown()
         assert span.resource.attributes["service.name"] == expected
+
+
+def test_every_target_keeps_its_own_series_past_the_sdk_default_of_2000(
+    telemetry: Telemetry,
+) -> None:
+    # The OpenTelemetry SDK folds series past its cardinality limit (2,000 by default) into one
+    # overflow series; at 10,000 targets most targets' metrics would be gone.
+    for n in range(2500):
+        telemetry.record_decision(
+            replace(decision({"a": 50, "b": 50}, {"a": {"lat": "HEALTHY"}}), target=f"Balance/b{n}")
+        )
+    text = generate_latest(telemetry.registry).decode()
+    assert "overflow" not in text
+    assert value(telemetry, "trimtab_route_weight", target="Balance/b2499", backend="b") == 50
+    assert value(telemetry, "trimtab_decisions_total", target="Balance/b2499", action="drain") == 1
+    weights = [line for line in text.splitlines() if line.startswith("trimtab_route_weight{")]
+    assert len(weights) == 5000
