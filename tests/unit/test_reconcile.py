@@ -18,8 +18,7 @@ from trimtab.slo.health import WindowMeasurement
 from trimtab.slo.ports import SeriesRequest
 from trimtab.slo.traffic import PermanentTrafficError, TransientTrafficError
 
-CONFIG = load_text(
-    """
+SLO = """
 apiVersion: trimtab.dev/v1alpha1
 kind: SLO
 metadata: {name: errors}
@@ -31,6 +30,10 @@ spec:
   indicator:
     errorRatio: {errors: 'req_total{code="500"}', total: req_total}
 ---
+"""
+CONFIG = load_text(
+    SLO
+    + """
 apiVersion: trimtab.dev/v1alpha1
 kind: Rollout
 metadata: {name: shop}
@@ -320,18 +323,8 @@ def test_a_hold_that_only_counts_time_is_recorded_once_and_writes_no_state(tmp_p
 
 
 BASELINE_CONFIG = load_text(
-    """
-apiVersion: trimtab.dev/v1alpha1
-kind: SLO
-metadata: {name: errors}
-spec:
-  service: shop
-  objective: 99.9
-  backendLabel: version
-  minEvents: 10
-  indicator:
-    errorRatio: {errors: 'req_total{code="500"}', total: req_total}
----
+    SLO
+    + """
 apiVersion: trimtab.dev/v1alpha1
 kind: Rollout
 metadata: {name: shop}
