@@ -286,12 +286,13 @@ def compare(
 
 @dataclass(frozen=True)
 class BaselineTrack:
-    """The baseline test of one step, carried from one evaluation to the next.
+    """The baseline test of a rollout, carried from one evaluation to the next.
 
-    ``counts`` are the step's cumulative counts (canary bad, canary total, stable bad, stable
-    total) as of the last evaluation; ``log_terms`` the log of the change-point mixture per
-    alternative ratio (empty before the first component); ``started`` how many components
-    (possible change points) have begun. A new step starts from ``BaselineTrack()``.
+    ``counts`` are the current step's cumulative counts (canary bad, canary total, stable bad,
+    stable total) as of the last evaluation; ``log_terms`` the log of the change-point mixture
+    per alternative ratio (empty before the first component); ``started`` how many components
+    (possible change points) have begun. A rollout starts from ``BaselineTrack()``; each new
+    step goes on from :meth:`next_step`.
     """
 
     counts: tuple[int, int, int, int] = (0, 0, 0, 0)
@@ -323,7 +324,10 @@ class BaselineTrack:
             and len(counts) == 4
             and all(type(c) is int and c >= 0 for c in counts)
             and isinstance(terms, list)
-            and all(isinstance(t, int | float) and not isinstance(t, bool) for t in terms)
+            and all(
+                isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
+                for t in terms
+            )
             and type(started) is int
             and started >= 0
             and (len(terms) == 0) == (started == 0)

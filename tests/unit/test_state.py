@@ -87,6 +87,7 @@ def test_every_field_survives_the_round_trip() -> None:
         {"counts": [1, 2, 3, 4], "logTerms": [0.5], "started": 0},
         {"counts": [1, 2, 3, 4], "logTerms": [], "started": 1},
         {"counts": [1, 2, 3, 4], "logTerms": ["x"], "started": 1},
+        {"counts": [1, 2, 3, 4], "logTerms": [float("nan")], "started": 1},
         "a track",
     ],
 )
