@@ -260,8 +260,10 @@ def decide(
 
     canary = health.get(spec.canary, {})
     seen = {slo: _bad_events(canary[slo]) for slo, _ in degraded}
-    repeated = [text for slo, text in degraded if _repeated(memory, slo, seen[slo], now)]
-    failed = [text for slo, text in degraded if not _repeated(memory, slo, seen[slo], now)]
+    repeated: list[str] = []
+    failed: list[str] = []
+    for slo, text in degraded:
+        (repeated if _repeated(memory, slo, seen[slo], now) else failed).append(text)
     if unknown and not spec.analysis.no_data.hold:
         failed.extend(unknown)
     if not failed and repeated:
