@@ -7,11 +7,12 @@ temp directory (written with fsync, as in production). So the figures are everyt
 controller does in a cycle — plan the queries, split the answers, judge, decide, record,
 save state, act and verify — without a Prometheus (``bench/batching.py`` times that part).
 
-Set up as ``trimtab run`` sets up: the configuration loads with the garbage collector paused,
-and what is alive once wired is frozen out of later collections (``controller/heap.py``;
-``--plain-gc`` leaves the collector as Python sets it). ``--telemetry`` runs each cycle through
-the controller's telemetry too (metrics and spans, as ``trimtab run`` does; no exporter), and
-times one ``/metrics`` scrape after the cycles (in production, on the HTTP thread).
+Set up as ``trimtab run`` sets up: the configuration loads, and each cycle runs, with the garbage
+collector paused, and what is alive once wired is frozen out of later collections
+(``controller/heap.py``; ``--plain-gc`` leaves the collector as Python sets it). ``--telemetry``
+runs each cycle through the controller's telemetry too (metrics and spans, as ``trimtab run``
+does; no exporter), and times one ``/metrics`` scrape after the cycles (in production, on the
+HTTP thread).
 
 The first cycle starts every rollout (N decisions, N moves, 2N state writes: the intent, then
 the verified weights); the second records each rollout's first hold and its healthy-since time
@@ -133,10 +134,11 @@ def measure(count: int, runs: int, *, telemetry: bool, plain_gc: bool) -> str:
         for run in range(runs + 2):
             now = T0 + timedelta(seconds=30 * run)
             started, used = time.perf_counter(), time.process_time()
-            if watch is None:
-                reconciler.cycle(chosen, now)
-            else:
-                watch.run_cycle(lambda now=now: reconciler.cycle(chosen, now))  # type: ignore[misc]
+            with nullcontext() if plain_gc else heap.paused():
+                if watch is None:
+                    reconciler.cycle(chosen, now)
+                else:
+                    watch.run_cycle(lambda now=now: reconciler.cycle(chosen, now))  # type: ignore[misc]
             times.append(time.perf_counter() - started)
             cpu.append(time.process_time() - used)
         scrape = ""

@@ -352,9 +352,10 @@ def run(
                 raise typer.Exit(1) from None
         with collecting(source, warmup):
             if once:
-                decisions = telemetry.run_cycle(
-                    lambda: wiring.reconciler.cycle(wiring.targets, datetime.now(UTC))
-                )
+                with heap.paused():
+                    decisions = telemetry.run_cycle(
+                        lambda: wiring.reconciler.cycle(wiring.targets, datetime.now(UTC))
+                    )
                 _print_decisions([d.to_json() for d in decisions], output)
                 return
             _loop(wiring, config, telemetry)
@@ -384,7 +385,9 @@ def _loop(wiring: Any, config: Config, telemetry: Any) -> None:
 
     def job(group: list[Any]) -> None:
         now = datetime.now(UTC)
-        for decision in telemetry.run_cycle(lambda: wiring.reconciler.cycle(group, now)):
+        with heap.paused():  # a cycle's objects die young: no collection while they live
+            decisions = telemetry.run_cycle(lambda: wiring.reconciler.cycle(group, now))
+        for decision in decisions:
             if decision.action not in ("none", "hold"):
                 out.print(_one_line(decision.to_json()))
 

@@ -170,7 +170,11 @@ class Reconciler:
             proposal = rollout.decide(spec.spec, memory, health, baseline, actual, now)
             action, desired = proposal.action, proposal.desired
             reasons, notes, cause = proposal.reasons, proposal.guardrails, proposal.cause
-            proposed = _with_rollout_memory(state, proposal.memory, spec, now)
+            proposed = (
+                state  # most cycles: a hold that changes nothing
+                if proposal.memory == memory
+                else _with_rollout_memory(state, proposal.memory, spec, now)
+            )
             memo = self._baselines.get(target.key)
             if memo is not None and proposed != state:  # saved with a write that happens anyway
                 proposed = proposed.with_(baseline=memo)

@@ -82,7 +82,7 @@ class Action(StrEnum):
 def new_id(at: datetime, token: str | None = None) -> str:
     """A decision id for time ``at``; ``token`` (default: 8 random hex digits) makes it unique."""
     token = secrets.token_hex(4) if token is None else token
-    return f"{_stamp(_utc(at, 'at'))}-{token}"
+    return f"{_stamp(at if at.tzinfo is UTC else _utc(at, 'at'))}-{token}"
 
 
 @lru_cache(maxsize=16)
@@ -108,6 +108,8 @@ def _plain(value: object, where: str) -> Any:
         return value
     if kind is dict:
         return _plain_mapping(value, where)  # type: ignore[arg-type]
+    if kind is float and math.isfinite(value):  # type: ignore[arg-type]
+        return value
     if isinstance(value, StrEnum):
         return str(value.value)
     if isinstance(value, Enum):
@@ -131,9 +133,29 @@ def _plain(value: object, where: str) -> Any:
 
 
 def _plain_mapping(value: Mapping[Any, object], where: str) -> dict[str, Any]:
-    if not all(isinstance(k, str) for k in value):
-        raise TypeError(f"{where}: keys must be strings")
-    return {k: v if type(v) in _AS_IS else _plain(v, f"{where}.{k}") for k, v in value.items()}
+    plain: dict[str, Any] = {}
+    for k, v in value.items():
+        if type(k) is not str and not isinstance(k, str):
+            raise TypeError(f"{where}: keys must be strings")
+        plain[k] = v if type(v) in _AS_IS else _plain(v, f"{where}.{k}")
+    return plain
+
+
+def _health(value: object) -> dict[str, dict[str, str]]:
+    """``health`` as plain data: backend → SLO → level name (a :class:`Level` becomes its name)."""
+    if type(value) is not dict and not isinstance(value, Mapping):
+        raise TypeError("health: a mapping of backend to {slo: level}")
+    health: dict[str, dict[str, str]] = {}
+    for backend, levels in value.items():
+        if not isinstance(backend, str):
+            raise TypeError("health: keys must be strings")
+        if type(levels) is not dict and not isinstance(levels, Mapping):
+            raise ValueError(f"health.{backend}: levels are {', '.join(sorted(LEVELS))}")
+        row = _plain_mapping(levels, f"health.{backend}")
+        if not all(type(level) is str and level in LEVELS for level in row.values()):
+            raise ValueError(f"health.{backend}: levels are {', '.join(sorted(LEVELS))}")
+        health[backend] = row
+    return health
 
 
 def _copy(value: Any) -> Any:
@@ -147,12 +169,15 @@ def _copy(value: Any) -> Any:
 
 
 def _weights(value: Mapping[str, int], where: str) -> dict[str, int]:
-    for backend, weight in value.items():
-        if not isinstance(backend, str) or isinstance(weight, bool) or not isinstance(weight, int):
+    weights = dict(value)
+    for backend, weight in weights.items():
+        if (type(weight) is not int or type(backend) is not str) and (
+            not isinstance(backend, str) or isinstance(weight, bool) or not isinstance(weight, int)
+        ):
             raise TypeError(f"{where}: weights map backend names to integer percent")
         if weight < 0:
             raise ValueError(f"{where}.{backend}: negative weight {weight}")
-    return dict(value)
+    return weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,15 +189,17 @@ class DecisionWeights:
     applied: Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
-        current = _weights(self.current, "weights.current")
-        desired = _weights(self.desired, "weights.desired")
+        given = self.current
+        current = _weights(given, "weights.current")
         object.__setattr__(self, "current", current)
         # Equal weights are kept once (most decisions hold: all three are the same): the
         # mappings are read-only, and to_json copies them.
-        object.__setattr__(self, "desired", current if desired == current else desired)
-        if self.applied is not None:
-            applied = _weights(self.applied, "weights.applied")
-            object.__setattr__(self, "applied", current if applied == current else applied)
+        for name in ("desired", "applied"):
+            value = getattr(self, name)
+            if value is None or value is given or value == current:
+                object.__setattr__(self, name, None if value is None else current)
+            else:
+                object.__setattr__(self, name, _weights(value, f"weights.{name}"))
 
     def to_json(self) -> dict[str, dict[str, int] | None]:
         applied = None if self.applied is None else dict(self.applied)
@@ -211,30 +238,30 @@ class Decision:
     hash: str | None = None  # filled by DecisionLog.append
 
     def __post_init__(self) -> None:
+        # Written for speed as well as checks: a cycle builds one per target (10,000 at scale).
         set_ = object.__setattr__
-        set_(self, "at", _utc(self.at, "at"))
+        if self.at.tzinfo is not UTC:
+            set_(self, "at", _utc(self.at, "at"))
         if self.kind not in KINDS:
             raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {self.kind!r}")
         if not self.target.startswith(f"{self.kind}/") or self.target == f"{self.kind}/":
             raise ValueError(f"target: expected '{self.kind}/<name>', got {self.target!r}")
-        set_(self, "action", Action(self.action))
+        if type(self.action) is not Action:
+            set_(self, "action", Action(self.action))
         set_(self, "id", self.id or new_id(self.at))
         if not _ID.fullmatch(self.id):
             raise ValueError(f"id: {self.id!r} is not a decision id")
         if not self.actor:
             raise ValueError("actor: required (controller or a person)")
-        health = _plain(self.health, "health")
-        if not isinstance(health, dict):
-            raise TypeError("health: a mapping of backend to {slo: level}")
-        for backend, levels in health.items():
-            if not isinstance(levels, dict) or not set(levels.values()) <= LEVELS:
-                raise ValueError(f"health.{backend}: levels are {', '.join(sorted(LEVELS))}")
-        set_(self, "health", health)
+        set_(self, "health", _health(self.health))
         for name in ("reasons", "guardrails"):
-            items = tuple(_plain(r, f"{name}[{i}]") for i, r in enumerate(getattr(self, name)))
-            if not all(isinstance(item, dict) for item in items):
-                raise TypeError(f"{name}: each entry is a mapping")
-            set_(self, name, items)
+            items = []
+            for i, item in enumerate(getattr(self, name)):
+                plain = _plain(item, f"{name}[{i}]")
+                if type(plain) is not dict:
+                    raise TypeError(f"{name}: each entry is a mapping")
+                items.append(plain)
+            set_(self, name, tuple(items))
         for name in ("prev_hash", "hash"):
             value = getattr(self, name)
             if value is not None and not _HASH.fullmatch(value):

@@ -294,7 +294,8 @@ def decide(
         why = "no data is not good news: " + "; ".join(unknown)
         return _hold(current, waiting, Cause.NO_DATA, why)
 
-    memory = replace(memory, no_data_since=None)
+    if memory.no_data_since is not None:
+        memory = replace(memory, no_data_since=None)
     if quiet:  # not enough evidence: wait for traffic; stepTimeout bounds the wait
         return _hold(
             current,
@@ -306,7 +307,8 @@ def decide(
         return _hold(current, replace(memory, healthy_since=None), Cause.SHARED_FAULT, *shared)
 
     healthy_since = memory.healthy_since or now
-    memory = replace(memory, healthy_since=healthy_since)
+    if memory.healthy_since is None:
+        memory = replace(memory, healthy_since=healthy_since)
     # After a move the guardrails cut short, the canary sits between steps and waits the hold
     # of the step it last reached again: slow toward risk.
     step = spec.steps[memory.step] if memory.step >= 0 else None

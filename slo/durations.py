@@ -7,6 +7,7 @@ most once. The canonical text form is what Prometheus prints, so it can go into 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, ValidationInfo, WithJsonSchema
@@ -41,6 +42,7 @@ def parse_duration(text: str) -> float:
     return millis / 1000
 
 
+@lru_cache(maxsize=4096)  # a cycle formats the same few durations for every target
 def format_duration(seconds: float) -> str:
     """The canonical Prometheus text for ``seconds`` (``3600`` → ``1h``, ``5400`` → ``1h30m``)."""
     millis = round(seconds * 1000)

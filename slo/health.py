@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum
 from functools import lru_cache
+from typing import NamedTuple
 
 from .durations import format_duration
 from .models import DEFAULT_BUDGET_HEALTH, HealthSpec, LevelThreshold, SLOSpec
@@ -60,16 +61,14 @@ class Level(IntEnum):
     UNAVAILABLE = 2
 
 
-@dataclass(frozen=True)
-class WindowMeasurement:
+class WindowMeasurement(NamedTuple):
     """One window's numbers: the error ratio (budget-based) or the value, and the request count."""
 
     value: float | None
     events: float | None = None
 
 
-@dataclass(frozen=True)
-class Evidence:
+class Evidence(NamedTuple):
     """A comparison that took part in the judgement."""
 
     level: Level
@@ -82,8 +81,7 @@ class Evidence:
     bad: float | None = None  # bad events (error ratio × requests), where trimtab counts them
 
 
-@dataclass(frozen=True)
-class Health:
+class Health(NamedTuple):
     """The level of one SLO for one backend, why, and the numbers behind it."""
 
     level: Level
@@ -91,6 +89,11 @@ class Health:
     evidence: tuple[Evidence, ...] = ()
     error: str | None = None
     low_traffic: bool = False  # UNKNOWN because fewer than minEvents requests were seen
+
+
+# The three types above are immutable named tuples, not frozen dataclasses: a cycle builds a
+# few of each per SLO, backend and target — 10,000 targets make 200,000 — and a named tuple is
+# built four times faster.
 
 
 def is_budget_based(spec: SLOSpec) -> bool:
@@ -140,17 +143,51 @@ def exceeds(threshold: LevelThreshold, measured: float) -> bool:
     return measured > threshold.value
 
 
-def _enough_bad(spec: SLOSpec, budget: float | None, m: WindowMeasurement, counting: bool) -> bool:
-    """Budget-based SLOs that count requests: at least ``minBadEvents`` bad ones in the window
-    (the error ratio times the request count), so one bad request never decides."""
-    if budget is None or m.events is None or not counting:
-        return True
-    assert m.value is not None
-    return m.value * m.events >= spec.min_bad_events
-
-
 def _present(value: float | None) -> bool:
     return value is not None and not math.isnan(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What :func:`judge` reads of an SLO's spec, worked out once per spec (the spec is
+    immutable; a cycle judges it for every backend of every target that uses it)."""
+
+    windows: tuple[float, ...]  # every window the health definition names, shortest first
+    counting: bool  # the request count is known: minEvents applies
+    budget: float | None  # the error budget of a budget-based SLO
+    levels: tuple[tuple[Level, float, str, tuple[float, ...]], ...]  # worst level first
+    min_events: int
+    min_bad_events: int
+
+    @staticmethod
+    def of(spec: SLOSpec) -> _Plan:
+        h = health_spec(spec)
+        return _Plan(
+            h.windows,
+            counts_events(spec),
+            error_budget(spec) if is_budget_based(spec) else None,
+            tuple(
+                (level, t.value, t.comparison, tuple(t.windows))
+                for level, t in ((Level.UNAVAILABLE, h.unavailable), (Level.DEGRADED, h.degraded))
+            ),
+            spec.min_events,
+            spec.min_bad_events,
+        )
+
+
+_PLANS: dict[int, tuple[SLOSpec, _Plan]] = {}  # by id(spec), holding the spec so the id stays its
+_PLANS_KEPT = 4096
+
+
+def _plan(spec: SLOSpec) -> _Plan:
+    found = _PLANS.get(id(spec))
+    if found is not None and found[0] is spec:
+        return found[1]
+    if len(_PLANS) >= _PLANS_KEPT:  # a long-lived process that reloads its configuration
+        _PLANS.clear()
+    plan = _Plan.of(spec)
+    _PLANS[id(spec)] = (spec, plan)
+    return plan
 
 
 def judge(
@@ -162,12 +199,13 @@ def judge(
     """The health of one backend for one SLO, from its measurements keyed by window (seconds)."""
     if error is not None:
         return Health(Level.UNKNOWN, f"source failed: {error}", error=error)
-    windows = health_windows(spec)
+    plan = _plan(spec)
+    windows = plan.windows
     for window in windows:
         m = measurements.get(window)
         if m is None or not _present(m.value):
             return Health(Level.UNKNOWN, f"no data in the {format_duration(window)} window")
-    counting = counts_events(spec)
+    counting = plan.counting
     if counting:
         shortest = measurements[windows[0]].events
         if not _present(shortest):
@@ -175,48 +213,42 @@ def judge(
                 Level.UNKNOWN, f"no request count in the {format_duration(windows[0])} window"
             )
         assert shortest is not None
-        if shortest < spec.min_events:
+        if shortest < plan.min_events:
             return Health(
                 Level.UNKNOWN,
                 f"{shortest:g} requests in {format_duration(windows[0])}, fewer than minEvents "
-                f"{spec.min_events}",
+                f"{plan.min_events}",
                 low_traffic=True,
             )
 
-    budget = error_budget(spec) if is_budget_based(spec) else None
-    h = health_spec(spec)
+    budget = plan.budget
+    counts_bad = budget is not None and counting  # bad events = error ratio × requests
     evidence: list[Evidence] = []
     thin: list[Level] = []  # levels whose thresholds are crossed on too few bad events
-    for level, threshold in ((Level.UNAVAILABLE, h.unavailable), (Level.DEGRADED, h.degraded)):
-        rows = []
-        enough = True
-        for window in threshold.windows:
-            m = measurements[window]
-            assert m.value is not None
-            measured = m.value / budget if budget is not None else m.value
-            rows.append(
-                Evidence(
-                    level,
-                    window,
-                    measured,
-                    threshold.value,
-                    threshold.comparison,
-                    exceeds(threshold, measured),
-                    m.events,
-                    m.value * m.events if budget is not None and counting and m.events else None,
-                )
+    for level, threshold, comparison, level_windows in plan.levels:
+        first = len(evidence)
+        crossed = enough = True
+        for window in level_windows:
+            value, events = measurements[window]
+            assert value is not None
+            measured = value / budget if budget is not None else value
+            over = measured < threshold if comparison == "below" else measured > threshold
+            bad = value * events if counts_bad and events else None
+            evidence.append(
+                Evidence(level, window, measured, threshold, comparison, over, events, bad)
             )
-            enough = enough and _enough_bad(spec, budget, m, counting)
-        evidence.extend(rows)
-        if all(row.exceeded for row in rows):
+            crossed = crossed and over
+            if counts_bad and events is not None and value * events < plan.min_bad_events:
+                enough = False  # minBadEvents: a few bad requests never decide
+        if crossed:
             if enough:
-                return Health(level, _reason(level, rows), tuple(evidence))
+                return Health(level, _reason(level, evidence[first:]), tuple(evidence))
             thin.append(level)
     if thin:
         return Health(
             Level.UNKNOWN,
             f"past the {thin[0].name} threshold on fewer than minBadEvents "
-            f"{spec.min_bad_events} bad requests: not enough evidence",
+            f"{plan.min_bad_events} bad requests: not enough evidence",
             tuple(evidence),
             low_traffic=True,
         )

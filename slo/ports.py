@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Protocol
 
 from .health import Health, WindowMeasurement, judge
@@ -101,7 +102,7 @@ class SeriesResult:
                 out[nominal] = raw[measured]
         return out
 
-    @property
+    @cached_property
     def error(self) -> str | None:
         """The failures of the windows the request needs, in one sentence, or ``None``."""
         failed = [self.errors[w] for w in self.request.windows if w in self.errors]
