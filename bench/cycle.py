@@ -114,7 +114,7 @@ def measure(count: int, runs: int, *, telemetry: bool, plain_gc: bool) -> str:
     del text
     loaded = rss_mb()
     table = {(slo, b): value for slo, value in HEALTHY.items() for b in ("v1", "v2")}
-    source = ListMetricSource.constant(table, events=600.0, remember=1)  # type: ignore[arg-type]
+    source = ListMetricSource.constant(table, events=600.0, remember=0)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory(prefix="trimtab-cycle-") as scratch:
         reconciler = Reconciler(
             ReconcilerConfig(

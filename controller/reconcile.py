@@ -47,6 +47,10 @@ __all__ = ["Reconciler", "ReconcilerConfig"]
 
 log = logging.getLogger(__name__)
 
+BATCH = 500
+"""Targets decided, then committed, together. Each batch costs two fsyncs (state files, the
+decision log) when it writes anything; larger batches hold more turns in memory at once."""
+
 
 @dataclass(frozen=True)
 class ReconcilerConfig:
@@ -76,18 +80,22 @@ class Reconciler:
     def cycle(self, targets: Sequence[Target], now: datetime) -> list[Decision]:
         """One measurement batch for every target, then one decision per target.
 
-        Each target is decided first (steps 1-5), then the cycle records and acts for all of
-        them at once (:meth:`_commit`): one batch of state writes, one append to the decision
-        log, then the moves. Each move's intent and decision are durable before it is made,
-        as in a cycle of one target; the batch pays for durability a few times, not per target.
+        The targets are decided (steps 1-5) and committed (:meth:`_commit`) in batches of up
+        to :data:`BATCH`: one batch of state writes, one append to the decision log, then the
+        moves. Each move's intent and decision are durable before it is made, as in a cycle of
+        one target; a batch pays for durability a few times, not per target, and holds a
+        batch's turns in memory, not the whole fleet's.
         """
         states = {t.key: self.config.states.load(t.key) for t in targets}
         plans = {t.key: _requests(t, states[t.key], now) for t in targets}
         measurements = self.config.source.query([r for rs in plans.values() for r in rs], now)
         self._record_lost([t for t in targets if self._resuming(t, states[t.key])], states)
-        turns = [self._decide(t, measurements, now, plans[t.key], states[t.key]) for t in targets]
-        del plans, states
-        return self._commit(turns)
+        decisions: list[Decision] = []
+        for first in range(0, len(targets), BATCH):
+            batch = targets[first : first + BATCH]
+            turns = [self._decide(t, measurements, now, plans[t.key], states[t.key]) for t in batch]
+            decisions.extend(self._commit(turns))
+        return decisions
 
     def reconcile(
         self,

@@ -119,7 +119,7 @@ def _build(documents: Iterable[SourceDocument], problems: list[Problem]) -> Conf
     from .checks import check  # checks needs Config; imported here to keep the modules acyclic
 
     config = Config()
-    blocks: Pool = {}
+    blocks = Pool()
     for doc in documents:
         for kind, model in _models(doc, problems, config.invalid):
             model = share(model, blocks)  # equal blocks of many documents, kept once

@@ -8,19 +8,32 @@ scale).
 
 Blocks are equal when they have the same type, the same fields given (``model_fields_set``)
 and equal values, compared by type as well (``1`` is not ``1.0``; mappings in order).
+
+The blocks that stay distinct (a name, a path) share their set of given field names: pydantic
+keeps one set per model instance, about half of a small model's memory, and changes it only
+where a model is mutable or copied (``model_copy`` copies it first).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 __all__ = ["Pool", "share"]
 
-Pool = dict[int, list[BaseModel]]
-"""The blocks kept so far, by the hash of what makes them equal (the keys themselves would
-hold as much memory as the blocks)."""
+
+@dataclass
+class Pool:
+    """What :func:`share` has kept so far."""
+
+    blocks: dict[int, list[BaseModel]] = field(default_factory=dict)
+    """The blocks, by the hash of what makes them equal (the keys themselves would hold as
+    much memory as the blocks)."""
+    given: dict[frozenset[str], set[str]] = field(default_factory=dict)
+    """One set of given field names per distinct set."""
+
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -35,6 +48,11 @@ def share(model: M, pool: Pool) -> M:
         shared = _shared(value, pool)
         if shared is not value:
             model.__dict__[name] = shared  # a block not yet seen by anyone: frozen from here
+    if model.model_config.get("frozen"):
+        given = model.__pydantic_fields_set__
+        kept = pool.given.setdefault(frozenset(given), given)
+        if kept is not given:
+            object.__setattr__(model, "__pydantic_fields_set__", kept)
     return model
 
 
@@ -44,7 +62,7 @@ def _shared(value: Any, pool: Pool) -> Any:
         key = _key(value)
         if key is _UNSHARED:
             return value
-        kept = pool.setdefault(hash(key), [])
+        kept = pool.blocks.setdefault(hash(key), [])
         for block in kept:
             if _key(block) == key:
                 return block
