@@ -67,6 +67,8 @@ class FakeTrafficAdapter:
       ``{2: TransientTrafficError("…")}.get`` fails the second call. ``read_fail(n)`` does the
       same for the n-th read.
     - ``verifies=False``: :meth:`verify` answers UNSUPPORTED (an adapter that cannot verify).
+    - ``remember``: :attr:`calls` and :attr:`applied` keep the latest this many (every one when
+      ``None``): a long run, or a benchmark of thousands of adapters, keeps few.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class FakeTrafficAdapter:
         read_fail: Callable[[int], Exception | None] | None = None,
         backends: Sequence[str] | None = None,
         verifies: bool = True,
+        remember: int | None = None,
     ) -> None:
         if apply_lag < 0:
             raise ValueError(f"apply_lag must be 0 or more, not {apply_lag}")
@@ -90,8 +93,11 @@ class FakeTrafficAdapter:
         self._served = validate_weights(initial, self.backends)
         self._pending: dict[str, int] | None = None
         self._lag_left = 0
-        self._calls: list[dict[str, int]] = []
-        self._applied: list[dict[str, int]] = [dict(self._served)]
+        self._remember = remember
+        self._calls: list[dict[str, int]] = []  # lists: an empty deque takes ten times more
+        self._call_count = 0
+        self._applied: list[dict[str, int]] = []
+        self._keep(self._applied, self._served)
         self._reads = 0
 
     def __repr__(self) -> str:
@@ -108,10 +114,11 @@ class FakeTrafficAdapter:
     def set_weights(self, weights: Weights) -> None:
         """Record the call; validate; fail if told to; else apply now or after ``apply_lag``."""
         with self._lock:
-            self._calls.append(dict(weights))
+            self._keep(self._calls, weights)
+            self._call_count += 1
             wanted = validate_weights(weights, self.backends)
             if self._fail is not None:
-                error = self._fail(len(self._calls))
+                error = self._fail(self._call_count)
                 if error is not None:
                     raise error
             if self.apply_lag == 0:
@@ -158,13 +165,15 @@ class FakeTrafficAdapter:
 
     @property
     def calls(self) -> list[dict[str, int]]:
-        """Every ``set_weights`` argument, in order, failed and invalid calls included."""
+        """Every ``set_weights`` argument (the latest ``remember``), in order, failed and
+        invalid calls included."""
         with self._lock:
             return [dict(c) for c in self._calls]
 
     @property
     def applied(self) -> list[dict[str, int]]:
-        """Every weights that took effect, in order: ``initial`` first, drift included."""
+        """Every weights that took effect (the latest ``remember``), in order: ``initial``
+        first, drift included."""
         with self._lock:
             return [dict(a) for a in self._applied]
 
@@ -193,7 +202,13 @@ class FakeTrafficAdapter:
 
     def _serve(self, weights: dict[str, int]) -> None:
         self._served = dict(weights)
-        self._applied.append(dict(weights))
+        self._keep(self._applied, weights)
+
+    def _keep(self, history: list[dict[str, int]], weights: Weights) -> None:
+        """Append to ``history``, which keeps the latest ``remember``."""
+        history.append(dict(weights))
+        if self._remember is not None and len(history) > self._remember:
+            del history[: len(history) - self._remember]
 
 
 # ------------------------------------------------------------------------------------ metrics

@@ -2,9 +2,9 @@
 
 N Rollouts (``svc0`` … ``svcN-1``, each v1 → v2) share two SLOs (an error ratio and a p95). The
 metric source is in memory (``adapters.fake.ListMetricSource``: every backend healthy), the
-traffic adapters are the in-library fakes, and state and the decision log are real files in a
-temp directory (written with fsync, as in production). So the figures are everything the
-controller does in a cycle — plan the queries, split the answers, judge, decide, record,
+traffic adapters are the in-library fakes (both keep no history of calls, as real ones keep
+none), and state and the decision log are real files in a temp directory (written with fsync,
+as in production). So the figures are everything the controller does in a cycle — plan the queries, split the answers, judge, decide, record,
 save state, act and verify — without a Prometheus (``bench/batching.py`` times that part).
 
 Set up as ``trimtab run`` sets up: the configuration loads, and each cycle runs, with the garbage
@@ -119,7 +119,9 @@ def measure(count: int, runs: int, *, telemetry: bool, plain_gc: bool) -> str:
         reconciler = Reconciler(
             ReconcilerConfig(
                 source=source,
-                adapters={t.key: FakeTrafficAdapter({"v1": 100, "v2": 0}) for t in chosen},
+                adapters={
+                    t.key: FakeTrafficAdapter({"v1": 100, "v2": 0}, remember=0) for t in chosen
+                },
                 states=StateStore(Path(scratch) / "state"),
                 log=DecisionLog(Path(scratch) / "decisions.jsonl"),
                 specs={f"Rollout/{n}": r for n, r in config.rollouts.items()},

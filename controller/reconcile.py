@@ -88,12 +88,21 @@ class Reconciler:
         """
         states = {t.key: self.config.states.load(t.key) for t in targets}
         plans = {t.key: _requests(t, states[t.key], now) for t in targets}
-        measurements = self.config.source.query([r for rs in plans.values() for r in rs], now)
+        answer = self.config.source.query([r for rs in plans.values() for r in rs], now)
         self._record_lost([t for t in targets if self._resuming(t, states[t.key])], states)
+        # Each target's results are let go of once it is decided, and the rest of a cycle's
+        # data with its batch: at 10,000 targets, what a cycle holds at once is most of the
+        # controller's memory.
+        results, source_error = dict(answer.results), answer.source_error
+        del answer
         decisions: list[Decision] = []
         for first in range(0, len(targets), BATCH):
-            batch = targets[first : first + BATCH]
-            turns = [self._decide(t, measurements, now, plans[t.key], states[t.key]) for t in batch]
+            turns = []
+            for target in targets[first : first + BATCH]:
+                requests, state = plans.pop(target.key), states.pop(target.key)
+                mine = {r.key: results.pop(r.key) for r in requests if r.key in results}
+                measurements = Measurements(mine, source_error)
+                turns.append(self._decide(target, measurements, now, requests, state))
             decisions.extend(self._commit(turns))
         return decisions
 

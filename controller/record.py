@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from trimtab.slo.health import Level
 
@@ -53,6 +53,8 @@ __all__ = [
     "parse_line",
     "record_hash",
 ]
+
+_V = TypeVar("_V")
 
 KINDS = ("Rollout", "Balance")
 """The kinds of target a decision is about."""
@@ -155,7 +157,23 @@ def _health(value: object) -> dict[str, dict[str, str]]:
         if not all(type(level) is str and level in LEVELS for level in row.values()):
             raise ValueError(f"health.{backend}: levels are {', '.join(sorted(LEVELS))}")
         health[backend] = row
-    return health
+    return _kept(("health", tuple((b, tuple(r.items())) for b, r in health.items())), health)
+
+
+_KEPT: dict[object, Any] = {}
+_KEPT_MOST = 4096
+
+
+def _kept(key: object, value: _V) -> _V:
+    """One object for equal read-only values: most decisions of a cycle report the same health
+    and weights, and the log keeps every target's latest decision (10,000 at scale)."""
+    kept = _KEPT.get(key)
+    if kept is not None:
+        return kept  # type: ignore[no-any-return]
+    if len(_KEPT) >= _KEPT_MOST:
+        _KEPT.clear()
+    _KEPT[key] = value
+    return value
 
 
 def _copy(value: Any) -> Any:
@@ -177,7 +195,7 @@ def _weights(value: Mapping[str, int], where: str) -> dict[str, int]:
             raise TypeError(f"{where}: weights map backend names to integer percent")
         if weight < 0:
             raise ValueError(f"{where}.{backend}: negative weight {weight}")
-    return weights
+    return _kept(("weights", tuple(weights.items())), weights)
 
 
 @dataclass(frozen=True, slots=True)

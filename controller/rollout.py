@@ -52,7 +52,7 @@ class Phase(StrEnum):
     ROLLED_BACK = "RolledBack"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RolloutMemory:
     """What the Rollout policy remembers between cycles."""
 
@@ -69,7 +69,7 @@ class RolloutMemory:
     shift_times: tuple[datetime, ...] = ()  # moves toward risk (for maxShiftsPerHour)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Proposal:
     """What the policy wants: the action, the weights, why, and its memory afterwards."""
 

@@ -95,7 +95,7 @@ def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Intent:
     """Weights about to be applied: saved before acting, cleared once the adapter verified them."""
 
@@ -141,7 +141,7 @@ class Intent:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Override:
     """The last manual command (promote, abort, pause, resume) and who gave it."""
 
@@ -160,7 +160,7 @@ class Override:
         return cls(data["command"], data["actor"], datetime.fromisoformat(data["at"]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BaselineMemo:
     """The baseline test of a Rollout's step, carried between cycles (:mod:`trimtab.slo.baseline`).
 
@@ -206,7 +206,7 @@ _CAMEL = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TargetState:
     """What one Rollout or Balance remembers between cycles and across restarts. Datetimes are
     timezone-aware (normalised to UTC); mappings are copies, to be treated as read-only."""

@@ -105,7 +105,7 @@ class Verdict(StrEnum):
     NO_EVIDENCE = "NO_EVIDENCE"  # not enough evidence of a regression (or too little data)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BaselineSettings:
     """The parameters of the test; see the module docstring for what each does."""
 
@@ -140,7 +140,7 @@ class BaselineSettings:
         return 1.0 / self.alpha
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BaselineResult:
     """The verdict, the e-value behind it, and the counts it was computed from (as given)."""
 
@@ -284,7 +284,7 @@ def compare(
     return _judged(given, counts, _log_e_value(cb, ct, sb, st, settings), settings, "")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BaselineTrack:
     """The baseline test of a rollout, carried from one evaluation to the next.
 

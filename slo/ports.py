@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from functools import cached_property
 from typing import Protocol
 
 from .health import Health, WindowMeasurement, judge
@@ -35,7 +34,7 @@ Weights = Mapping[str, int]
 """Integer percent per backend, summing to 100 over a route's backends."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SeriesRequest:
     """One target's need: an SLO's windows, for every backend, with the target's params."""
 
@@ -78,7 +77,7 @@ class SeriesRequest:
         return dict(self.params)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SeriesResult:
     """What was measured for one request: per backend, per window; and which windows failed."""
 
@@ -102,9 +101,11 @@ class SeriesResult:
                 out[nominal] = raw[measured]
         return out
 
-    @cached_property
+    @property
     def error(self) -> str | None:
         """The failures of the windows the request needs, in one sentence, or ``None``."""
+        if not self.errors:
+            return None
         failed = [self.errors[w] for w in self.request.windows if w in self.errors]
         return "; ".join(dict.fromkeys(failed)) if failed else None
 

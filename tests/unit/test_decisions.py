@@ -27,6 +27,7 @@ from trimtab.controller.decisions import (
     new_id,
 )
 from trimtab.controller.record import canonical_json, record_hash
+from trimtab.slo.health import Level
 
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -140,6 +141,21 @@ def test_to_json_returns_copies_that_cannot_change_the_decision() -> None:
     made = decision()
     made.to_json()["reasons"][0]["value"] = 99
     assert made.reasons[0]["value"] == 0.4
+
+
+def test_equal_health_and_weights_are_kept_once_and_each_decision_reads_its_own() -> None:
+    sick = {"v1": {"checkout-errors": "HEALTHY"}, "v2": {"checkout-errors": "DEGRADED"}}
+    a, b, c = decision(0), decision(1), decision(2, health=sick)
+    assert a.health is b.health  # read-only values, equal: one object
+    assert a.weights.current is b.weights.current
+    assert c.health is not a.health
+    assert c.health == sick
+    assert a.health["v2"] == {"checkout-errors": "HEALTHY"}
+    levels = decision(3, health={"v1": {"checkout-errors": Level.DEGRADED}})
+    assert levels.health == {"v1": {"checkout-errors": "DEGRADED"}}
+    copied = a.to_json()
+    copied["health"]["v1"]["checkout-errors"] = "UNKNOWN"
+    assert b.health["v1"]["checkout-errors"] == "HEALTHY"
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,19 @@ def test_the_nth_set_fails_on_cue_and_leaves_the_weights(error: Exception) -> No
     assert fake.calls == [STEP, HALF, HALF]
 
 
+def test_an_adapter_told_to_remember_few_keeps_the_latest_and_still_counts_every_call() -> None:
+    fake = FakeTrafficAdapter(START, remember=1, fail={3: TransientTrafficError("503")}.get)
+    fake.set_weights(STEP)
+    fake.set_weights(HALF)
+    assert fake.calls == [HALF]
+    assert fake.applied == [HALF]
+    with pytest.raises(TransientTrafficError):
+        fake.set_weights(STEP)  # the third call, though only one is remembered
+    forgetful = FakeTrafficAdapter(START, remember=0)
+    forgetful.set_weights(STEP)
+    assert (forgetful.calls, forgetful.applied, forgetful.get_weights()) == ([], [], STEP)
+
+
 def test_reads_fail_on_cue() -> None:
     fake = FakeTrafficAdapter(START, read_fail={1: TransientTrafficError("timeout")}.get)
     with pytest.raises(TransientTrafficError):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from trimtab.adapters.fake import FakeTrafficAdapter, ListMetricSource
+from trimtab.controller import reconcile
 from trimtab.controller.decisions import DecisionLog
 from trimtab.controller.reconcile import Reconciler, ReconcilerConfig
 from trimtab.controller.record import Action, Decision, DecisionWeights
@@ -154,3 +155,32 @@ def test_a_restart_records_every_lost_decision_in_one_pass_and_moves_each_once(
     assert all(a.calls == [FIRST_STEP] for a in adapters.values())
     assert all(states.load(t.key).intent is None for t in TARGETS)
     assert log.verify().ok
+
+
+def test_a_cycle_over_more_targets_than_a_batch_decides_records_and_moves_each_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconcile, "BATCH", 2)  # three targets: a batch of two, then one
+    appends: list[list[str]] = []
+    append_all = DecisionLog.append_all
+
+    def counted(self: DecisionLog, decisions: Iterable[Decision]) -> list[Decision]:
+        given = list(decisions)
+        appends.append([d.target for d in given])
+        return append_all(self, given)
+
+    monkeypatch.setattr(DecisionLog, "append_all", counted)
+    adapters = {t.key: Watching(tmp_path) for t in TARGETS}
+    decisions = reconciler(tmp_path, dict(adapters)).cycle(TARGETS, T0)
+    assert [d.target for d in decisions] == [t.key for t in TARGETS]
+    assert [d.action for d in decisions] == [Action.ADVANCE] * len(TARGETS)
+    assert appends == [[t.key for t in TARGETS[:2]], [TARGETS[2].key]]
+    # Each batch's decisions and intents are on disk before its moves; the batch before it
+    # has moved and verified (intents cleared).
+    first, second = {t.key for t in TARGETS[:2]}, {TARGETS[2].key}
+    for target in TARGETS:
+        moved = adapters[target.key]
+        expected = (first, first) if target in TARGETS[:2] else (first | second, second)
+        assert moved.seen == [expected]
+        assert moved.weights == FIRST_STEP
+    assert DecisionLog(tmp_path / "decisions.jsonl").verify().ok

@@ -55,3 +55,13 @@ def test_a_block_written_out_is_not_one_left_to_its_defaults() -> None:
     assert a is not b
     assert a.model_fields_set == set()
     assert b.model_fields_set == {"max_step", "min_interval", "max_shifts_per_hour"}
+
+
+def test_distinct_blocks_share_their_set_of_given_fields_and_copies_do_not() -> None:
+    config = load_text(SLO + rollout("a") + rollout("b"), "fleet.yaml")
+    a, b = config.rollouts["a"], config.rollouts["b"]
+    assert a.metadata is not b.metadata
+    assert a.metadata.model_fields_set is b.metadata.model_fields_set
+    copied = a.metadata.model_copy(update={"name": "c"})
+    assert copied.model_fields_set is not a.metadata.model_fields_set
+    assert a.metadata.model_fields_set == {"name"}
