@@ -4,8 +4,9 @@ N Rollouts (``svc0`` … ``svcN-1``, each v1 → v2) share two SLOs (an error ra
 metric source is in memory (``adapters.fake.ListMetricSource``: every backend healthy), the
 traffic adapters are the in-library fakes (both keep no history of calls, as real ones keep
 none), and state and the decision log are real files in a temp directory (written with fsync,
-as in production). So the figures are everything the controller does in a cycle — plan the queries, split the answers, judge, decide, record,
-save state, act and verify — without a Prometheus (``bench/batching.py`` times that part).
+as in production). So the figures are everything the controller does in a cycle — plan the
+queries, split the answers, judge, decide, record, save state, act and verify — without a
+Prometheus (``bench/batching.py`` times that part).
 
 Set up as ``trimtab run`` sets up: the configuration loads, and each cycle runs, with the garbage
 collector paused, and what is alive once wired is frozen out of later collections
@@ -110,6 +111,7 @@ def measure(count: int, runs: int, *, telemetry: bool, plain_gc: bool) -> str:
     with nullcontext() if plain_gc else heap.paused():
         config = load_text(text, "bench.yaml")
     chosen = targets(config)
+    config.forget_sources()  # as trimtab run does once wired
     loading = time.perf_counter() - started
     del text
     loaded = rss_mb()

@@ -328,6 +328,7 @@ def run(
 
     config = _load(files)
     wiring = _wired(config, prometheus, state_dir, dry_run, "controller")
+    config.forget_sources()  # checked and wired: no problem is placed in the YAML from here
     if not wiring.targets:
         err.print("no Rollout or Balance to run")
         raise typer.Exit(1)

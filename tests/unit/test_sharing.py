@@ -65,3 +65,11 @@ def test_distinct_blocks_share_their_set_of_given_fields_and_copies_do_not() -> 
     copied = a.metadata.model_copy(update={"name": "c"})
     assert copied.model_fields_set is not a.metadata.model_fields_set
     assert a.metadata.model_fields_set == {"name"}
+
+
+def test_a_configuration_can_forget_its_sources_once_wired() -> None:
+    config = load_text(SLO + rollout("a"), "fleet.yaml")
+    assert config.origin("Rollout", "a").file == "fleet.yaml"
+    config.forget_sources()
+    assert config.origins == {}
+    assert config.rollouts["a"].spec.slos[0].params == {"service": "a"}  # the models stay
