@@ -1,9 +1,8 @@
 """The controller's own telemetry (DESIGN.md section 6): metrics and traces through the
 OpenTelemetry SDK, and a small HTTP server for ``/metrics``, ``/healthz`` and ``/readyz``.
 
-Metrics go to an injected ``prometheus_client.CollectorRegistry`` through the exporter's
-``PrometheusMetricReader(registry=...)``; scope labels and ``target_info`` are switched off, so
-the exposition holds exactly these families::
+Metrics go to an injected ``prometheus_client.CollectorRegistry``; the exposition holds exactly
+these families::
 
     trimtab_route_weight{target,backend}             gauge: the weights a decision leaves
     trimtab_slo_health{slo,target,backend}           gauge: 2 UNAVAILABLE … 0 HEALTHY, -1 UNKNOWN
@@ -15,13 +14,22 @@ the exposition holds exactly these families::
     trimtab_source_errors_total                      counter: query batches with a failure
     trimtab_adapter_errors_total{target}             counter: failed adapter calls
 
-Exposed names: the exporter hands counters to ``CounterMetricFamily``, which adds ``_total``
-(so counters are created without it), and appends the unit, mapped (``s`` → ``seconds``), to
-names not already ending in it (so the histogram is ``trimtab_cycle_duration`` in ``s``).
+The fleet-wide ones — the cycle's duration and the source's errors — are OpenTelemetry SDK
+instruments, exported by ``PrometheusMetricReader(registry=...)`` with scope labels and
+``target_info`` switched off. The exporter hands counters to ``CounterMetricFamily``, which adds
+``_total`` (so counters are created without it), and appends the unit, mapped (``s`` →
+``seconds``), to names not already ending in it (so the histogram is ``trimtab_cycle_duration``
+in ``s``).
 
-Gauges are observable: callbacks read the last values under a lock, so series of backends or
-targets that are gone disappear instead of going stale. Traces: a span per cycle with a child
-per decision; exporters only from ``OTEL_TRACES_EXPORTER`` (unset or ``none``: no exporter).
+The per-target ones are kept here, as plain numbers under a lock, and handed to the registry by
+a collector of their own (:class:`_Collected`) when ``/metrics`` is read. At 10,000 targets they
+are about 150,000 series: through the SDK each cost about 2 KB (300 MB in all) and a scrape took
+12 s, past Prometheus' default scrape timeout; an SDK counter ``add`` took longer than deciding
+a hold. Gauges hold the last values, replaced per target, so series of backends or targets that
+are gone disappear instead of going stale; counters only grow.
+
+Traces: a span per cycle with a child per decision; exporters only from
+``OTEL_TRACES_EXPORTER`` (unset or ``none``: no exporter, and no decision spans are made).
 
 The reconciler never imports this module: :meth:`Telemetry.instrument` wraps its source and
 adapters, and the CLI runs each cycle through :meth:`Telemetry.run_cycle`.
@@ -34,7 +42,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -43,13 +51,13 @@ from importlib.metadata import entry_points
 from typing import TypeVar
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import Counter, MeterProvider, ObservableGauge
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 from trimtab.slo.durations import format_duration
 from trimtab.slo.health import Level, health_spec
 from trimtab.slo.ports import (
@@ -72,10 +80,40 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 """Where ``/metrics`` is served without a Controller: loopback (DESIGN.md section 13)."""
-SERIES_LIMIT = 10_000_000
-"""Series per metric the SDK keeps apart. Its default, 2,000, folds the rest into one
-``otel_metric_overflow`` series: per-target metrics would vanish past 2,000 targets (a gauge per
-target and backend reaches it at 1,000 Rollouts). Memory is spent only on series that exist."""
+Values = tuple[str, ...]
+"""Label values, in the order a gauge's or counter's layout names them."""
+GAUGES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    # name: (help, the labels a group is replaced by, the labels within a group)
+    "route_weight": ("Percent of the route's traffic per backend.", ("target",), ("backend",)),
+    "slo_health": (
+        "Health level: 2 UNAVAILABLE, 1 DEGRADED, 0 HEALTHY, -1 UNKNOWN.",
+        ("target",),
+        ("backend", "slo"),
+    ),
+    "slo_value": (
+        "Measured SLI per window: error ratio (budget-based) or value.",
+        ("slo", "target"),
+        ("backend", "window"),
+    ),
+    "slo_threshold": ("The number an SLO's health level compares against.", ("slo",), ("level",)),
+    "target_phase": (
+        "1 for a target's current phase (Progressing, Promoted, …).",
+        ("target",),
+        ("phase",),
+    ),
+}
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "decisions": ("Decisions.", ("target", "action")),
+    "adapter_errors": ("Traffic-adapter calls that failed.", ("target",)),
+}
+_LAYOUT: dict[str, tuple[tuple[str, ...], list[int]]] = {
+    name: (names, sorted(range(len(names)), key=names.__getitem__))
+    for name, names in [
+        *((n, group + row) for n, (_, group, row) in GAUGES.items()),
+        *((n, labels) for n, (_, labels) in COUNTERS.items()),
+    ]
+}  # label names in value order, and the order that sorts them by name
+_LEVELS = {level.name: level.value for level in Level}
 
 CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 Labels = tuple[tuple[str, str], ...]
@@ -117,40 +155,24 @@ class Telemetry:
         self.leading = False  # set by the CLI while this process holds the leader lock
         self.cycles = 0
         self._lock = threading.Lock()
-        # Per gauge, its series grouped by the labels they are replaced by (a target, or an
-        # SLO and a target): replacing a group touches that group, not every series.
-        self._gauges: dict[str, dict[Labels, dict[Labels, float]]] = {
-            n: {}
-            for n in ("route_weight", "slo_health", "slo_value", "slo_threshold", "target_phase")
-        }
+        # Per gauge, its series grouped by the label values they are replaced by (a target, or
+        # an SLO and a target; names in GAUGES): replacing a group touches that group only.
+        self._gauges: dict[str, dict[Values, dict[Values, float]]] = {n: {} for n in GAUGES}
+        self._counters: dict[str, dict[Values, float]] = {n: {} for n in COUNTERS}
         self._server: ThreadingHTTPServer | None = None
         resource = _resource()
         reader = PrometheusMetricReader(
             registry=registry,
             scope_info_enabled=False,
             disable_target_info=True,
-            cardinality_limits=dict.fromkeys((Counter, ObservableGauge), SERIES_LIMIT),
         )
         self._meters = MeterProvider(
             metric_readers=[reader], resource=resource, shutdown_on_exit=False
         )
         meter = self._meters.get_meter("trimtab.controller")
-        for name, doc in (
-            ("route_weight", "Percent of the route's traffic per backend."),
-            ("slo_health", "Health level: 2 UNAVAILABLE, 1 DEGRADED, 0 HEALTHY, -1 UNKNOWN."),
-            ("slo_value", "Measured SLI per window: error ratio (budget-based) or value."),
-            ("slo_threshold", "The number an SLO's health level compares against."),
-            ("target_phase", "1 for a target's current phase (Progressing, Promoted, …)."),
-        ):
-            meter.create_observable_gauge(
-                f"trimtab_{name}", callbacks=[self._observer(name)], description=doc
-            )
-        self._decisions = meter.create_counter("trimtab_decisions", description="Decisions.")
+        registry.register(_Collected(self))
         self._source_errors = meter.create_counter(
             "trimtab_source_errors", description="Metric-source query batches with a failure."
-        )
-        self._adapter_errors = meter.create_counter(
-            "trimtab_adapter_errors", description="Traffic-adapter calls that failed."
         )
         self._source_errors.add(0)  # exposed from the start, so rate() sees the first error
         self._duration = meter.create_histogram(
@@ -160,6 +182,7 @@ class Telemetry:
             explicit_bucket_boundaries_advisory=CYCLE_BUCKETS,
         )
         processors = span_processors_from_env() if span_processors is None else span_processors
+        self._exporting = bool(processors)  # decision spans only for someone to read them
         self._tracers = TracerProvider(resource=resource, shutdown_on_exit=False)
         for processor in processors:
             self._tracers.add_span_processor(processor)
@@ -167,41 +190,48 @@ class Telemetry:
 
     # ----------------------------------------------------------------------------- metrics
 
-    def _observer(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def observe(options: CallbackOptions) -> Iterable[Observation]:
-            with self._lock:
-                values = [s for group in self._gauges[name].values() for s in group.items()]
-            return [Observation(value, dict(labels)) for labels, value in values]
-
-        return observe
-
-    def _replace(self, name: str, match: Labels, values: Mapping[Labels, float]) -> None:
-        """Drop the gauge's series that carry every label of ``match``, then set ``values``
-        (which carry them). Each gauge is always replaced by the same label names, so those
-        series are the ones ``match`` set last."""
+    def series(self, name: str) -> list[tuple[Labels, float]]:
+        """The series of gauge or counter ``name`` (without ``trimtab_``) now, each with its
+        labels in name order: a copy, taken under the lock."""
         with self._lock:
-            self._gauges[name][match] = dict(values)
+            if name in GAUGES:
+                rows = [
+                    (group + row, value)
+                    for group, rows in self._gauges[name].items()
+                    for row, value in rows.items()
+                ]
+            else:
+                rows = list(self._counters[name].items())
+        names, order = _LAYOUT[name]
+        return [(tuple((names[i], values[i]) for i in order), value) for values, value in rows]
+
+    def _replace(self, name: str, group: Values, rows: Mapping[Values, float]) -> None:
+        """Set gauge ``name``'s series of ``group`` (the values of its group labels) to
+        ``rows`` (by the values of the other labels), dropping the group's others."""
+        with self._lock:
+            self._gauges[name][group] = dict(rows)
+
+    def _count(self, name: str, values: Values, by: float = 1.0) -> None:
+        with self._lock:
+            counts = self._counters[name]
+            counts[values] = counts.get(values, 0.0) + by
 
     def record_decision(self, decision: Decision) -> None:
         """Count ``decision``; the route's weights and (when judged) its health per SLO."""
-        target = decision.target
-        self._decisions.add(1, {"target": target, "action": decision.action.value})
+        target = (decision.target,)
+        self._count("decisions", (*target, decision.action.value))
         weights = decision.weights.applied or decision.weights.desired
-        rows: dict[Labels, float] = {
-            (("backend", b), ("target", target)): float(w) for b, w in weights.items()
-        }
-        if rows:
-            self._replace("route_weight", (("target", target),), rows)
-        levels: dict[Labels, float] = {
-            (("backend", b), ("slo", slo), ("target", target)): float(Level[name].value)
+        if weights:
+            self._replace("route_weight", target, {(b,): float(w) for b, w in weights.items()})
+        levels: dict[Values, float] = {
+            (b, slo): float(_LEVELS[name])
             for b, per in decision.health.items()
             for slo, name in per.items()
         }
         if levels:  # a hold before judging (the adapter failed) says nothing about health
-            self._replace("slo_health", (("target", target),), levels)
+            self._replace("slo_health", target, levels)
         if decision.phase:
-            phase: Labels = (("phase", decision.phase), ("target", target))
-            self._replace("target_phase", (("target", target),), {phase: 1.0})
+            self._replace("target_phase", target, {(decision.phase,): 1.0})
 
     def record_measurements(
         self, requests: Sequence[SeriesRequest], measurements: Measurements
@@ -214,24 +244,23 @@ class Telemetry:
             spec = health_spec(request.slo.spec)
             if slo not in thresholds_set:
                 thresholds_set.add(slo)
-                thresholds: dict[Labels, float] = {
-                    (("level", level.name), ("slo", slo)): threshold.value
+                thresholds: dict[Values, float] = {
+                    (level.name,): threshold.value
                     for level, threshold in (
                         (Level.DEGRADED, spec.degraded),
                         (Level.UNAVAILABLE, spec.unavailable),
                     )
                 }
-                self._replace("slo_threshold", (("slo", slo),), thresholds)
+                self._replace("slo_threshold", (slo,), thresholds)
             result: SeriesResult = measurements[request]
             failed = failed or result.error is not None
-            values: dict[Labels, float] = {
-                (("backend", b), ("slo", slo), ("target", request.target),
-                 ("window", format_duration(w))): m.value
+            values: dict[Values, float] = {
+                (b, format_duration(w)): m.value
                 for b in result.backends
                 for w, m in result.judged(b).items()  # by the SLO's window, clipped or not
                 if m.value is not None and w in spec.windows
-            }  # fmt: skip
-            self._replace("slo_value", (("slo", slo), ("target", request.target)), values)
+            }
+            self._replace("slo_value", (slo, request.target), values)
         if failed:
             self.record_source_error()
 
@@ -239,12 +268,16 @@ class Telemetry:
         self._source_errors.add(1)
 
     def record_adapter_error(self, target: str) -> None:
-        self._adapter_errors.add(1, {"target": target})
+        self._count("adapter_errors", (target,))
 
     def record_cycle(self, decisions: Sequence[Decision], duration: float) -> None:
-        """A finished cycle: a child span and the metrics per decision, and its duration."""
+        """A finished cycle: the metrics per decision (each in a child span, when spans are
+        exported), and its duration."""
         for decision in decisions:
-            with self.decision_span(decision):
+            if self._exporting:
+                with self.decision_span(decision):
+                    self.record_decision(decision)
+            else:
                 self.record_decision(decision)
         self._duration.record(duration)
         self.cycles += 1
@@ -284,7 +317,7 @@ class Telemetry:
         config = reconciler.config
         adapters = {k: _Adapter(self, k, a) for k, a in config.adapters.items()}
         for key in adapters:
-            self._adapter_errors.add(0, {"target": key})
+            self._count("adapter_errors", (key,), 0.0)
         return Reconciler(replace(config, source=_Source(self, config.source), adapters=adapters))
 
     # ------------------------------------------------------------------------------- HTTP
@@ -348,6 +381,27 @@ def _handler(telemetry: Telemetry) -> type[BaseHTTPRequestHandler]:
             log.debug("%s " + format, self.address_string(), *args)
 
     return Handler
+
+
+class _Collected:
+    """The per-target gauges and counters, from :class:`Telemetry`'s numbers when ``/metrics``
+    is read (a ``prometheus_client`` collector)."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+
+    def describe(self) -> list[Metric]:
+        gauges = [Metric(f"trimtab_{n}", doc, "gauge") for n, (doc, _, _) in GAUGES.items()]
+        counters = [Metric(f"trimtab_{n}", doc, "counter") for n, (doc, _) in COUNTERS.items()]
+        return gauges + counters
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.describe():
+            name = family.name.removeprefix("trimtab_")
+            sample = family.name + ("_total" if family.type == "counter" else "")
+            for labels, value in self.telemetry.series(name):
+                family.add_sample(sample, dict(labels), value)
+            yield family
 
 
 class _Source:

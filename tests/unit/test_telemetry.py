@@ -298,7 +298,7 @@ def test_every_target_keeps_its_own_series_past_the_sdk_default_of_2000(
     telemetry: Telemetry,
 ) -> None:
     # The OpenTelemetry SDK folds series past its cardinality limit (2,000 by default) into one
-    # overflow series; at 10,000 targets most targets' metrics would be gone.
+    # overflow series; per-target series are kept outside it, so none is folded.
     for n in range(2500):
         telemetry.record_decision(
             replace(decision({"a": 50, "b": 50}, {"a": {"lat": "HEALTHY"}}), target=f"Balance/b{n}")
