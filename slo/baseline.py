@@ -105,7 +105,7 @@ class Verdict(StrEnum):
     NO_EVIDENCE = "NO_EVIDENCE"  # not enough evidence of a regression (or too little data)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # one per controller: no slots, so its defaults read as values
 class BaselineSettings:
     """The parameters of the test; see the module docstring for what each does."""
 
