@@ -217,6 +217,8 @@ SCENARIOS = (
     Scenario("low-traffic-10rps", True, 200, rps=10.0, note="extra: 10 req/s"),
     Scenario("errors-1%", False, 100, fault_error=0.01),
     Scenario("errors-5%", False, 100, fault_error=0.05, note="DESIGN.md section 12 target"),
+    Scenario("errors-5%-20rps", False, 100, rps=20.0, fault_error=0.05, note="extra: 20 req/s"),
+    Scenario("errors-5%-75rps", False, 100, rps=75.0, fault_error=0.05, note="extra: 75 req/s"),
     Scenario(
         "errors-5%-100rps", False, 100, rps=100.0, fault_error=0.05, note="extra: at 100 req/s"
     ),
