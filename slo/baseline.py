@@ -83,6 +83,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 __all__ = [
     "BaselineResult",
@@ -183,12 +184,17 @@ def _log_terms(
     share = canary_total / (canary_total + stable_total)
     null_log = math.log1p(share * s.tolerance)
     terms = []
-    for ratio in s.ratios:
+    for ratio, log_lift in zip(s.ratios, _log_lifts(s.ratios, s.tolerance), strict=True):
         # log((1 − p_k) / (1 − p0)) ≤ 0 and log(p_k / p0) = log(θ_k / (1 + δ)) + that
         log_miss = null_log - math.log1p(share * (ratio - 1.0))
-        log_hit = math.log(ratio) - math.log1p(s.tolerance) + log_miss
-        terms.append(canary_bad * log_hit + stable_bad * log_miss)
+        terms.append(canary_bad * (log_lift + log_miss) + stable_bad * log_miss)
     return terms
+
+
+@lru_cache(maxsize=64)
+def _log_lifts(ratios: tuple[float, ...], tolerance: float) -> tuple[float, ...]:
+    """``log(θ_k / (1 + δ))`` per alternative (worked out once per settings)."""
+    return tuple(math.log(ratio) - math.log1p(tolerance) for ratio in ratios)
 
 
 def _log_e_value(
@@ -418,8 +424,12 @@ def _extended(
     if nb + ns > 0:
         start = _log_weight(started, settings)
         fresh = _log_terms(nb, nt, ns, nst, settings)
-        old = log_terms or (-math.inf,) * len(fresh)
-        log_terms = tuple(_logaddexp(o, start) + f for o, f in zip(old, fresh, strict=True))
+        if log_terms:
+            log_terms = tuple(
+                _logaddexp(o, start) + f for o, f in zip(log_terms, fresh, strict=True)
+            )
+        else:  # the first component: log(0 + e^start) = start
+            log_terms = tuple(start + f for f in fresh)
         started += 1
     counts = (seen[0], seen[1], seen[2], seen[3])
     moved = BaselineTrack(counts, log_terms, started)
