@@ -238,29 +238,41 @@ class Telemetry:
     ) -> None:
         """SLI values per window, each SLO's thresholds, and whether the batch failed."""
         failed = measurements.source_error is not None
-        thresholds_set: set[str] = set()  # thousands of requests share a few SLOs
+        thresholds: dict[Values, dict[Values, float]] = {}  # thousands of requests, a few SLOs
+        values: dict[Values, dict[Values, float]] = {}
+        # Per SLO and clipping, each SLO window with the window measured for it and its label.
+        layouts: dict[tuple[int, tuple[tuple[float, float], ...]], list[tuple[float, str]]] = {}
         for request in requests:
             slo = request.slo.metadata.name
-            spec = health_spec(request.slo.spec)
-            if slo not in thresholds_set:
-                thresholds_set.add(slo)
-                thresholds: dict[Values, float] = {
+            if (slo,) not in thresholds:
+                spec = health_spec(request.slo.spec)
+                thresholds[(slo,)] = {
                     (level.name,): threshold.value
                     for level, threshold in (
                         (Level.DEGRADED, spec.degraded),
                         (Level.UNAVAILABLE, spec.unavailable),
                     )
                 }
-                self._replace("slo_threshold", (slo,), thresholds)
             result: SeriesResult = measurements[request]
             failed = failed or result.error is not None
-            values: dict[Values, float] = {
-                (b, format_duration(w)): m.value
-                for b in result.backends
-                for w, m in result.judged(b).items()  # by the SLO's window, clipped or not
-                if m.value is not None and w in spec.windows
-            }
-            self._replace("slo_value", (slo, request.target), values)
+            layout = layouts.get((id(request.slo), request.clipped))
+            if layout is None:
+                clipped = dict(request.clipped)  # by the SLO's window, clipped or not
+                layout = [
+                    (clipped.get(w, w), format_duration(w))
+                    for w in health_spec(request.slo.spec).windows
+                ]
+                layouts[(id(request.slo), request.clipped)] = layout
+            rows: dict[Values, float] = {}
+            for backend, measured in result.backends.items():
+                for window, label in layout:
+                    m = measured.get(window)
+                    if m is not None and m.value is not None:
+                        rows[(backend, label)] = m.value
+            values[(slo, request.target)] = rows
+        with self._lock:  # one batch, one lock
+            self._gauges["slo_threshold"].update(thresholds)
+            self._gauges["slo_value"].update(values)
         if failed:
             self.record_source_error()
 

@@ -21,6 +21,8 @@ from trimtab.controller.state import StateStore
 from trimtab.controller.targets import targets
 from trimtab.controller.telemetry import Telemetry, span_processors_from_env
 from trimtab.slo import load_text
+from trimtab.slo.health import WindowMeasurement
+from trimtab.slo.ports import Measurements, SeriesRequest, SeriesResult
 from trimtab.slo.traffic import PermanentTrafficError
 
 CONFIG = load_text(
@@ -309,3 +311,38 @@ def test_every_target_keeps_its_own_series_past_the_sdk_default_of_2000(
     assert value(telemetry, "trimtab_decisions_total", target="Balance/b2499", action="drain") == 1
     weights = [line for line in text.splitlines() if line.startswith("trimtab_route_weight{")]
     assert len(weights) == 5000
+
+
+def test_a_clipped_window_is_exposed_under_the_slo_window_it_stands_for(
+    telemetry: Telemetry,
+) -> None:
+    slo = CONFIG.slos["errors"]
+    request = SeriesRequest.of(KEY, slo, {}, (60.0, 300.0, 1800.0), clip_to=90.0)
+    assert request.windows == (60.0, 90.0)
+    measured = {
+        "v1": {60.0: WindowMeasurement(0.001, 600.0), 90.0: WindowMeasurement(0.002, 900.0)},
+        "v2": {60.0: WindowMeasurement(None, 0.0), 90.0: WindowMeasurement(0.004, 90.0)},
+    }
+    answer = Measurements({request.key: SeriesResult(request, measured)})
+    telemetry.record_measurements([request], answer)
+    exposed = {
+        (backend, window): value(
+            telemetry,
+            "trimtab_slo_value",
+            slo="errors",
+            target=KEY,
+            backend=backend,
+            window=window,
+        )
+        for backend in ("v1", "v2")
+        for window in ("1m", "5m", "30m")
+    }
+    assert exposed == {
+        ("v1", "1m"): 0.001,
+        ("v1", "5m"): 0.002,  # the 90 s since the shift, standing for 5m and 30m
+        ("v1", "30m"): 0.002,
+        ("v2", "1m"): None,  # no value: no series
+        ("v2", "5m"): 0.004,
+        ("v2", "30m"): 0.004,
+    }
+    assert value(telemetry, "trimtab_slo_value", slo="errors", target=KEY, window="1m30s") is None
