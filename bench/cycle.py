@@ -40,7 +40,7 @@ from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from trimtab.adapters.fake import FakeTrafficAdapter, ListMetricSource
 from trimtab.controller import heap
 from trimtab.controller.decisions import DecisionLog
@@ -148,7 +148,7 @@ def measure(count: int, runs: int, *, telemetry: bool, plain_gc: bool) -> str:
         scrape = ""
         if watch is not None:
             started = time.perf_counter()
-            exposed = generate_latest(watch.registry)
+            exposed = watch.exposition()
             took = time.perf_counter() - started
             scrape = f"; one /metrics scrape {took:.2f} s, {len(exposed) / 1e6:.0f} MB"
     first, second, steady = times[0], times[1], times[2:]

@@ -21,12 +21,14 @@ instruments, exported by ``PrometheusMetricReader(registry=...)`` with scope lab
 ``seconds``), to names not already ending in it (so the histogram is ``trimtab_cycle_duration``
 in ``s``).
 
-The per-target ones are kept here, as plain numbers under a lock, and handed to the registry by
-a collector of their own (:class:`_Collected`) when ``/metrics`` is read. At 10,000 targets they
-are about 150,000 series: through the SDK each cost about 2 KB (300 MB in all) and a scrape took
-12 s, past Prometheus' default scrape timeout; an SDK counter ``add`` took longer than deciding
-a hold. Gauges hold the last values, replaced per target, so series of backends or targets that
-are gone disappear instead of going stale; counters only grow.
+The per-target ones are kept here, as plain numbers under a lock, and written out in the same
+text format after the registry's families when ``/metrics`` is read (:meth:`Telemetry.exposition`).
+At 10,000 targets they are about 150,000 series: through the SDK each cost about 2 KB (300 MB in
+all) and a scrape took 12 s, past Prometheus' default scrape timeout; an SDK counter ``add`` took
+longer than deciding a hold; through ``prometheus_client``'s writer, which checks and escapes
+every label name of every sample, a scrape still took 3 s. Gauges hold the last values, replaced
+per target, so series of backends or targets that are gone disappear instead of going stale;
+counters only grow.
 
 Traces: a span per cycle with a child per decision; exporters only from
 ``OTEL_TRACES_EXPORTER`` (unset or ``none``: no exporter, and no decision spans are made).
@@ -57,7 +59,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 from trimtab.slo.durations import format_duration
 from trimtab.slo.health import Level, health_spec
 from trimtab.slo.ports import (
@@ -170,7 +172,6 @@ class Telemetry:
             metric_readers=[reader], resource=resource, shutdown_on_exit=False
         )
         meter = self._meters.get_meter("trimtab.controller")
-        registry.register(_Collected(self))
         self._source_errors = meter.create_counter(
             "trimtab_source_errors", description="Metric-source query batches with a failure."
         )
@@ -190,20 +191,34 @@ class Telemetry:
 
     # ----------------------------------------------------------------------------- metrics
 
-    def series(self, name: str) -> list[tuple[Labels, float]]:
-        """The series of gauge or counter ``name`` (without ``trimtab_``) now, each with its
-        labels in name order: a copy, taken under the lock."""
-        with self._lock:
+    def exposition(self) -> bytes:
+        """What ``/metrics`` serves (Prometheus text format 0.0.4): the registry's families
+        (the SDK's), then the per-target gauges and counters."""
+        text = [generate_latest(self.registry).decode()]
+        for name, (doc, _, _) in GAUGES.items():
+            self._write(text, name, f"trimtab_{name}", "gauge", doc)
+        for name, (doc, _) in COUNTERS.items():
+            self._write(text, name, f"trimtab_{name}_total", "counter", doc)
+        return "".join(text).encode()
+
+    def _write(self, text: list[str], name: str, exposed: str, kind: str, doc: str) -> None:
+        """One family, its labels in name order, as ``prometheus_client`` writes them."""
+        with self._lock:  # a copy: the text is written outside the lock
             if name in GAUGES:
                 rows = [
-                    (group + row, value)
-                    for group, rows in self._gauges[name].items()
-                    for row, value in rows.items()
+                    (g + r, v) for g, rows in self._gauges[name].items() for r, v in rows.items()
                 ]
             else:
                 rows = list(self._counters[name].items())
         names, order = _LAYOUT[name]
-        return [(tuple((names[i], values[i]) for i in order), value) for values, value in rows]
+        help_text = doc.replace("\\", r"\\").replace("\n", r"\n")
+        text.append(f"# HELP {exposed} {help_text}\n# TYPE {exposed} {kind}\n")
+        text.extend(
+            f"{exposed}{{"
+            + ",".join(f'{names[i]}="{_label_value(values[i])}"' for i in order)
+            + f"}} {_number(value)}\n"
+            for values, value in rows
+        )
 
     def _replace(self, name: str, group: Values, rows: Mapping[Values, float]) -> None:
         """Set gauge ``name``'s series of ``group`` (the values of its group labels) to
@@ -373,7 +388,7 @@ def _handler(telemetry: Telemetry) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, generate_latest(telemetry.registry), CONTENT_TYPE_LATEST)
+                self._send(200, telemetry.exposition(), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 self._send(200, b"ok\n")
             elif path == "/readyz":
@@ -395,25 +410,16 @@ def _handler(telemetry: Telemetry) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-class _Collected:
-    """The per-target gauges and counters, from :class:`Telemetry`'s numbers when ``/metrics``
-    is read (a ``prometheus_client`` collector)."""
+def _number(value: float) -> str:
+    """A sample's value as ``prometheus_client`` writes it (``+Inf``, ``NaN``, Go's exponents)."""
+    return floatToGoString(value)  # type: ignore[no-untyped-call,no-any-return]
 
-    def __init__(self, telemetry: Telemetry) -> None:
-        self.telemetry = telemetry
 
-    def describe(self) -> list[Metric]:
-        gauges = [Metric(f"trimtab_{n}", doc, "gauge") for n, (doc, _, _) in GAUGES.items()]
-        counters = [Metric(f"trimtab_{n}", doc, "counter") for n, (doc, _) in COUNTERS.items()]
-        return gauges + counters
-
-    def collect(self) -> Iterator[Metric]:
-        for family in self.describe():
-            name = family.name.removeprefix("trimtab_")
-            sample = family.name + ("_total" if family.type == "counter" else "")
-            for labels, value in self.telemetry.series(name):
-                family.add_sample(sample, dict(labels), value)
-            yield family
+def _label_value(value: str) -> str:
+    """``value`` escaped for a label in the text format (names are validated: rarely needed)."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
+    return value
 
 
 class _Source:

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 from trimtab.adapters.fake import FakeTrafficAdapter, ListMetricSource
 from trimtab.controller.decisions import DecisionLog
 from trimtab.controller.reconcile import Reconciler, ReconcilerConfig
@@ -100,7 +101,12 @@ def cycle(telemetry: Telemetry, r: Reconciler) -> list[Decision]:
 
 
 def value(telemetry: Telemetry, name: str, **labels: str) -> float | None:
-    return telemetry.registry.get_sample_value(name, labels)
+    """The sample ``/metrics`` serves, read back by ``prometheus_client``'s own parser."""
+    for family in text_string_to_metric_families(telemetry.exposition().decode()):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
 
 
 def test_a_cycle_exposes_every_metric_with_its_labels(telemetry: Telemetry, tmp_path: Path) -> None:
@@ -109,7 +115,7 @@ def test_a_cycle_exposes_every_metric_with_its_labels(telemetry: Telemetry, tmp_
     (decision,) = cycle(telemetry, reconciler(telemetry, tmp_path, source, adapter))
     assert decision.action is Action.ADVANCE
 
-    text = generate_latest(telemetry.registry).decode()
+    text = telemetry.exposition().decode()
     types = {line.split()[2]: line.split()[3] for line in text.splitlines() if "# TYPE" in line}
     assert types == {
         "trimtab_route_weight": "gauge",
@@ -156,7 +162,7 @@ def test_a_source_outage_counts_and_leaves_health_unknown(
     cycle(telemetry, r)
     assert value(telemetry, "trimtab_source_errors_total") == 2
     assert value(telemetry, "trimtab_slo_health", slo="errors", target=KEY, backend="v2") == -1
-    assert "trimtab_slo_value{" not in generate_latest(telemetry.registry).decode()
+    assert "trimtab_slo_value{" not in telemetry.exposition().decode()
     assert value(telemetry, "trimtab_cycle_duration_seconds_count") == 2
 
 
@@ -305,7 +311,7 @@ def test_every_target_keeps_its_own_series_past_the_sdk_default_of_2000(
         telemetry.record_decision(
             replace(decision({"a": 50, "b": 50}, {"a": {"lat": "HEALTHY"}}), target=f"Balance/b{n}")
         )
-    text = generate_latest(telemetry.registry).decode()
+    text = telemetry.exposition().decode()
     assert "overflow" not in text
     assert value(telemetry, "trimtab_route_weight", target="Balance/b2499", backend="b") == 50
     assert value(telemetry, "trimtab_decisions_total", target="Balance/b2499", action="drain") == 1
@@ -346,3 +352,17 @@ def test_a_clipped_window_is_exposed_under_the_slo_window_it_stands_for(
         ("v2", "30m"): 0.004,
     }
     assert value(telemetry, "trimtab_slo_value", slo="errors", target=KEY, window="1m30s") is None
+
+
+def test_the_exposition_escapes_what_the_text_format_escapes_and_parses_back(
+    telemetry: Telemetry,
+) -> None:
+    odd = 'Balance/a"b\\c\nd'  # names are validated; the writer does not rely on it
+    telemetry.record_decision(replace(decision({"a": 50, "b": 50}, {}), target=odd))
+    text = telemetry.exposition().decode()
+    assert 'target="Balance/a\\"b\\\\c\\nd"' in text
+    assert value(telemetry, "trimtab_route_weight", target=odd, backend="a") == 50
+    assert value(telemetry, "trimtab_decisions_total", target=odd, action="drain") == 1
+    families = {f.name: f.type for f in text_string_to_metric_families(text)}
+    assert families["trimtab_decisions"] == "counter"
+    assert families["trimtab_route_weight"] == "gauge"
