@@ -118,7 +118,6 @@ _LAYOUT: dict[str, tuple[tuple[str, ...], list[int]]] = {
 _LEVELS = {level.name: level.value for level in Level}
 
 CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-Labels = tuple[tuple[str, str], ...]
 _T = TypeVar("_T")
 
 
@@ -206,7 +205,9 @@ class Telemetry:
         with self._lock:  # a copy: the text is written outside the lock
             if name in GAUGES:
                 rows = [
-                    (g + r, v) for g, rows in self._gauges[name].items() for r, v in rows.items()
+                    (group + row, value)
+                    for group, series in self._gauges[name].items()
+                    for row, value in series.items()
                 ]
             else:
                 rows = list(self._counters[name].items())
