@@ -232,7 +232,7 @@ class Reconciler:
         return turn
 
     def _commit(self, turns: Sequence[_Turn]) -> list[Decision]:
-        """Steps 6-8 for the turns of a cycle, each step one batch for every target.
+        """Steps 6-8 for a batch of turns, each step done once for the whole batch.
 
         6. Record, before acting: every state to save — each move's intent, carrying its
            decision, among them — is written and fsync'd; then every decision is appended to

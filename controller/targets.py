@@ -67,21 +67,10 @@ def requests_for(target: Target, *, shifted_for: float | None = None) -> list[Se
     clip = None
     if shifted_for is not None and target.interval:
         clip = max(target.interval, math.floor(shifted_for / target.interval) * target.interval)
-    return [_request(target.key, slo, params, clip) for slo, params in target.slos]
-
-
-def _request(
-    key: str, slo: SLO, params: tuple[tuple[str, str], ...], clip: float | None
-) -> SeriesRequest:
-    """:meth:`SeriesRequest.of` for params already sorted (a target's): a cycle builds one per
-    SLO of every target."""
-    windows = health_windows(slo.spec)  # sorted, each once
-    if clip is None or clip >= windows[-1]:
-        return SeriesRequest(key, slo, params, windows, ())
-    kept = tuple(w for w in windows if w < clip)
-    return SeriesRequest(
-        key, slo, params, (*kept, clip), tuple((w, clip) for w in windows if w > clip)
-    )
+    return [
+        SeriesRequest.of(target.key, slo, dict(params), health_windows(slo.spec), clip_to=clip)
+        for slo, params in target.slos
+    ]
 
 
 def by_interval(chosen: list[Target]) -> dict[float, list[Target]]:

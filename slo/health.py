@@ -35,7 +35,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from .durations import format_duration
-from .models import DEFAULT_BUDGET_HEALTH, HealthSpec, LevelThreshold, SLOSpec
+from .models import DEFAULT_BUDGET_HEALTH, HealthSpec, SLOSpec
 
 __all__ = [
     "Evidence",
@@ -44,7 +44,6 @@ __all__ = [
     "WindowMeasurement",
     "counts_events",
     "error_budget",
-    "exceeds",
     "health_spec",
     "health_windows",
     "is_budget_based",
@@ -134,13 +133,6 @@ def health_spec(spec: SLOSpec) -> HealthSpec:
 def health_windows(spec: SLOSpec) -> tuple[float, ...]:
     """Every window the health definition names, shortest first."""
     return health_spec(spec).windows
-
-
-def exceeds(threshold: LevelThreshold, measured: float) -> bool:
-    """Whether ``measured`` is past ``threshold`` (strictly)."""
-    if threshold.comparison == "below":
-        return measured < threshold.value
-    return measured > threshold.value
 
 
 def _present(value: float | None) -> bool:

@@ -58,14 +58,13 @@ class SeriesRequest:
         ``clip_to`` shortens every longer window to that many seconds (the time since the last
         shift): data from before a change never judges what changed.
         """
-        measured = {w: w if clip_to is None else min(w, clip_to) for w in windows}
-        return SeriesRequest(
-            target,
-            slo,
-            tuple(sorted(params.items())),
-            tuple(sorted(set(measured.values()))),
-            tuple(sorted((w, m) for w, m in measured.items() if m != w)),
-        )
+        ordered = tuple(sorted(set(windows)))
+        pairs = tuple(sorted(params.items()))
+        if clip_to is None or not ordered or clip_to >= ordered[-1]:
+            return SeriesRequest(target, slo, pairs, ordered, ())
+        shorter = tuple(w for w in ordered if w < clip_to)
+        clipped = tuple((w, clip_to) for w in ordered if w > clip_to)
+        return SeriesRequest(target, slo, pairs, (*shorter, clip_to), clipped)
 
     @property
     def key(self) -> tuple[str, str]:

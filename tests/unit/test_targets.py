@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from trimtab.controller.targets import requests_for, targets
 from trimtab.slo import load_text
 from trimtab.slo.health import health_windows
+from trimtab.slo.models import SLO
 from trimtab.slo.ports import SeriesRequest
 
 CONFIG = load_text(
@@ -53,13 +54,42 @@ spec:
 TARGET = targets(CONFIG)[0]
 
 
+def by_definition(
+    slo: SLO, params: dict[str, str], windows: list[float], clip: float | None
+) -> SeriesRequest:
+    """A request as its definition reads: every window at most ``clip``; all sorted."""
+    measured = {w: w if clip is None else min(w, clip) for w in windows}
+    return SeriesRequest(
+        TARGET.key,
+        slo,
+        tuple(sorted(params.items())),
+        tuple(sorted(set(measured.values()))),
+        tuple(sorted((w, m) for w, m in measured.items() if m != w)),
+    )
+
+
+@given(
+    st.lists(st.sampled_from([30.0, 60.0, 90.0, 300.0, 1800.0, 3600.0]), max_size=6),
+    st.none() | st.sampled_from([30.0, 60.0, 120.0, 300.0, 1800.0, 7200.0]),
+    st.dictionaries(st.sampled_from(["service", "zone", "env"]), st.sampled_from(["a", "b"])),
+)
+def test_a_request_is_its_definition(
+    windows: list[float], clip: float | None, params: dict[str, str]
+) -> None:
+    slo = CONFIG.slos["errors"]
+    made = SeriesRequest.of(TARGET.key, slo, params, windows, clip_to=clip)
+    assert made == by_definition(slo, params, windows, clip)
+
+
 @given(st.none() | st.floats(min_value=0, max_value=7200, allow_nan=False))
-def test_requests_are_those_of_the_canonical_constructor(shifted_for: float | None) -> None:
+def test_a_targets_requests_clip_to_whole_intervals_since_the_shift(
+    shifted_for: float | None,
+) -> None:
     clip = None
     if shifted_for is not None:
         clip = max(30.0, math.floor(shifted_for / 30.0) * 30.0)
     expected = [
-        SeriesRequest.of(TARGET.key, slo, dict(params), health_windows(slo.spec), clip_to=clip)
+        by_definition(slo, dict(params), list(health_windows(slo.spec)), clip)
         for slo, params in TARGET.slos
     ]
     assert requests_for(TARGET, shifted_for=shifted_for) == expected
