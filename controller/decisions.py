@@ -104,6 +104,11 @@ class DecisionLog:
         with self._lock, self._opened(create=True) as fd:
             self._drop_torn(fd)
             last = _last_line(fd)
+            if last is None and self._read_head() is None:
+                # The head goes down before the first record: however many appends a crash
+                # cuts short, the log is never left with records and no head (that would
+                # read as a deleted head), only with a head behind.
+                self._write_head(0, GENESIS)
             prev = GENESIS if last is None else self._hash_of(last)
             count = self._count(fd, last)
             indexed = self._latest is not None and os.fstat(fd).st_size == self._indexed_size
@@ -273,9 +278,10 @@ class DecisionLog:
             if head[1] == obj["prevHash"]:
                 return head[0] + 1
         lines = [line for line in _read_all(fd).split(b"\n") if line]
-        behind = head is not None and 0 < head[0] <= len(lines)
-        if behind and head is not None and self._hash_of(lines[head[0] - 1]) == head[1]:
-            return len(lines)  # several crashes cut several head updates: still a chain
+        if head is not None and 0 <= head[0] <= len(lines):
+            named = GENESIS if head[0] == 0 else self._hash_of(lines[head[0] - 1])
+            if named == head[1]:
+                return len(lines)  # several crashes cut several head updates: still a chain
         if head is not None and not self.mismatch_path.exists():
             os.replace(self.head_path, self.mismatch_path)
             log.error("%s disagrees with %s; kept as %s", self.head_path, self.path.name,

@@ -115,11 +115,8 @@ def test_a_rollout_killed_at_random_points_resumes_without_a_double_step(tmp_pat
         # Whatever a kill leaves, the log shows at most a crash artifact, never tampering.
         log = DecisionLog(crashed / "decisions.jsonl")
         verdict = log.verify()
+        # The head is written before the first record: a kill never leaves records without one.
         allowed = set(CRASH_ARTIFACTS) | {FindingKind.MISSING}
-        if verdict.records == 1:
-            # Killed between the first record's fsync and the head's first write: no head yet
-            # (the next append writes it). See the report on HEAD_MISSING.
-            allowed.add(FindingKind.HEAD_MISSING)
         assert verdict.kinds() <= allowed, (seed, verdict.findings)
         held = history(crashed)
         assert held == STEPS[: len(held)], (seed, held)

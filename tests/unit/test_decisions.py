@@ -353,6 +353,29 @@ def test_the_head_file_is_what_catches_whole_lines_cut_from_the_end(log: Decisio
     assert log.verify().kinds() == {FindingKind.HEAD_MISSING}
 
 
+def test_appends_cut_short_before_the_first_head_update_leave_a_head_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_head = DecisionLog._write_head
+
+    def killed_after_the_records(self: DecisionLog, count: int, last: str) -> None:
+        if count > 0:
+            raise KeyboardInterrupt  # the process dies between the records and the head
+        write_head(self, count, last)
+
+    monkeypatch.setattr(DecisionLog, "_write_head", killed_after_the_records)
+    for i in range(2):  # two processes in a row, each cut short
+        with pytest.raises(KeyboardInterrupt):
+            DecisionLog(tmp_path / "decisions.jsonl").append(decision(i))
+    monkeypatch.undo()
+    log = DecisionLog(tmp_path / "decisions.jsonl")
+    verdict = log.verify()
+    assert verdict.records == 2
+    assert verdict.kinds() == {FindingKind.HEAD_BEHIND}  # a crash artifact, not a lost head
+    log.append(decision(2))
+    assert log.verify().ok
+
+
 @pytest.mark.parametrize("damage", ["cut the tail", "delete the log"])
 def test_appending_after_damage_keeps_the_evidence(log: DecisionLog, damage: str) -> None:
     fill(log)
