@@ -21,14 +21,13 @@ instruments, exported by ``PrometheusMetricReader(registry=...)`` with scope lab
 ``seconds``), to names not already ending in it (so the histogram is ``trimtab_cycle_duration``
 in ``s``).
 
-The per-target ones are kept here, as plain numbers under a lock, and written out in the same
-text format after the registry's families when ``/metrics`` is read (:meth:`Telemetry.exposition`).
-At 10,000 targets they are about 150,000 series: through the SDK each cost about 2 KB (300 MB in
-all) and a scrape took 12 s, past Prometheus' default scrape timeout; an SDK counter ``add`` took
-longer than deciding a hold; through ``prometheus_client``'s writer, which checks and escapes
-every label name of every sample, a scrape still took 3 s. Gauges hold the last values, replaced
-per target, so series of backends or targets that are gone disappear instead of going stale;
-counters only grow.
+The per-target ones are kept in :class:`~trimtab.controller.series.TargetSeries`, compact, and
+written out in the same text format after the registry's families when ``/metrics`` is read
+(:meth:`Telemetry.exposition_chunks`). At 10,000 targets they are about 180,000 series: through
+the SDK each cost about 2 KB (300 MB in all) and a scrape took 12 s, past Prometheus' default
+scrape timeout; an SDK counter ``add`` took longer than deciding a hold; through
+``prometheus_client``'s writer, which checks and escapes every label name of every sample, a
+scrape still took 3 s.
 
 Traces: a span per cycle with a child per decision; exporters only from
 ``OTEL_TRACES_EXPORTER`` (unset or ``none``: no exporter, and no decision spans are made).
@@ -44,7 +43,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -59,9 +58,6 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.utils import floatToGoString
-from trimtab.slo.durations import format_duration
-from trimtab.slo.health import Level, health_spec
 from trimtab.slo.ports import (
     Measurements,
     MetricSource,
@@ -75,6 +71,7 @@ from trimtab.slo.traffic import TrafficError
 
 from .reconcile import Reconciler
 from .record import Decision
+from .series import TargetSeries
 
 __all__ = ["DEFAULT_LISTEN", "Telemetry", "span_processors_from_env"]
 
@@ -82,41 +79,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 """Where ``/metrics`` is served without a Controller: loopback (DESIGN.md section 13)."""
-Values = tuple[str, ...]
-"""Label values, in the order a gauge's or counter's layout names them."""
-GAUGES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    # name: (help, the labels a group is replaced by, the labels within a group)
-    "route_weight": ("Percent of the route's traffic per backend.", ("target",), ("backend",)),
-    "slo_health": (
-        "Health level: 2 UNAVAILABLE, 1 DEGRADED, 0 HEALTHY, -1 UNKNOWN.",
-        ("target",),
-        ("backend", "slo"),
-    ),
-    "slo_value": (
-        "Measured SLI per window: error ratio (budget-based) or value.",
-        ("slo", "target"),
-        ("backend", "window"),
-    ),
-    "slo_threshold": ("The number an SLO's health level compares against.", ("slo",), ("level",)),
-    "target_phase": (
-        "1 for a target's current phase (Progressing, Promoted, …).",
-        ("target",),
-        ("phase",),
-    ),
-}
-COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "decisions": ("Decisions.", ("target", "action")),
-    "adapter_errors": ("Traffic-adapter calls that failed.", ("target",)),
-}
-_LAYOUT: dict[str, tuple[tuple[str, ...], list[int]]] = {
-    name: (names, sorted(range(len(names)), key=names.__getitem__))
-    for name, names in [
-        *((n, group + row) for n, (_, group, row) in GAUGES.items()),
-        *((n, labels) for n, (_, labels) in COUNTERS.items()),
-    ]
-}  # label names in value order, and the order that sorts them by name
-_LEVELS = {level.name: level.value for level in Level}
-
 CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _T = TypeVar("_T")
 
@@ -155,11 +117,7 @@ class Telemetry:
         self.registry = registry
         self.leading = False  # set by the CLI while this process holds the leader lock
         self.cycles = 0
-        self._lock = threading.Lock()
-        # Per gauge, its series grouped by the label values they are replaced by (a target, or
-        # an SLO and a target; names in GAUGES): replacing a group touches that group only.
-        self._gauges: dict[str, dict[Values, dict[Values, float]]] = {n: {} for n in GAUGES}
-        self._counters: dict[str, dict[Values, float]] = {n: {} for n in COUNTERS}
+        self.series = TargetSeries()
         self._server: ThreadingHTTPServer | None = None
         resource = _resource()
         reader = PrometheusMetricReader(
@@ -191,122 +149,41 @@ class Telemetry:
     # ----------------------------------------------------------------------------- metrics
 
     def exposition(self) -> bytes:
-        """What ``/metrics`` serves (Prometheus text format 0.0.4): the registry's families
-        (the SDK's), then the per-target gauges and counters."""
-        text = [generate_latest(self.registry).decode()]
-        for name, (doc, _, _) in GAUGES.items():
-            self._write(text, name, f"trimtab_{name}", "gauge", doc)
-        for name, (doc, _) in COUNTERS.items():
-            self._write(text, name, f"trimtab_{name}_total", "counter", doc)
-        return "".join(text).encode()
+        """What ``/metrics`` serves (Prometheus text format 0.0.4), as one text."""
+        return b"".join(self.exposition_chunks())
 
-    def _write(self, text: list[str], name: str, exposed: str, kind: str, doc: str) -> None:
-        """One family, its labels in name order, as ``prometheus_client`` writes them."""
-        with self._lock:  # a copy: the text is written outside the lock
-            if name in GAUGES:
-                rows = [
-                    (group + row, value)
-                    for group, series in self._gauges[name].items()
-                    for row, value in series.items()
-                ]
-            else:
-                rows = list(self._counters[name].items())
-        names, order = _LAYOUT[name]
-        help_text = doc.replace("\\", r"\\").replace("\n", r"\n")
-        text.append(f"# HELP {exposed} {help_text}\n# TYPE {exposed} {kind}\n")
-        text.extend(
-            f"{exposed}{{"
-            + ",".join(f'{names[i]}="{_label_value(values[i])}"' for i in order)
-            + f"}} {_number(value)}\n"
-            for values, value in rows
-        )
-
-    def _replace(self, name: str, group: Values, rows: Mapping[Values, float]) -> None:
-        """Set gauge ``name``'s series of ``group`` (the values of its group labels) to
-        ``rows`` (by the values of the other labels), dropping the group's others."""
-        with self._lock:
-            self._gauges[name][group] = dict(rows)
-
-    def _count(self, name: str, values: Values, by: float = 1.0) -> None:
-        with self._lock:
-            counts = self._counters[name]
-            counts[values] = counts.get(values, 0.0) + by
+    def exposition_chunks(self) -> Iterator[bytes]:
+        """What ``/metrics`` serves, a chunk at a time: the registry's families (the SDK's),
+        then the per-target ones (:class:`~trimtab.controller.series.TargetSeries`)."""
+        yield generate_latest(self.registry)
+        yield from self.series.chunks()
 
     def record_decision(self, decision: Decision) -> None:
         """Count ``decision``; the route's weights and (when judged) its health per SLO."""
-        target = (decision.target,)
-        self._count("decisions", (*target, decision.action.value))
-        weights = decision.weights.applied or decision.weights.desired
-        if weights:
-            self._replace("route_weight", target, {(b,): float(w) for b, w in weights.items()})
-        levels: dict[Values, float] = {
-            (b, slo): float(_LEVELS[name])
-            for b, per in decision.health.items()
-            for slo, name in per.items()
-        }
-        if levels:  # a hold before judging (the adapter failed) says nothing about health
-            self._replace("slo_health", target, levels)
-        if decision.phase:
-            self._replace("target_phase", target, {(decision.phase,): 1.0})
+        self.series.record_decisions([decision])
 
     def record_measurements(
         self, requests: Sequence[SeriesRequest], measurements: Measurements
     ) -> None:
         """SLI values per window, each SLO's thresholds, and whether the batch failed."""
-        failed = measurements.source_error is not None
-        thresholds: dict[Values, dict[Values, float]] = {}  # thousands of requests, a few SLOs
-        values: dict[Values, dict[Values, float]] = {}
-        # Per SLO and clipping, each SLO window with the window measured for it and its label.
-        layouts: dict[tuple[int, tuple[tuple[float, float], ...]], list[tuple[float, str]]] = {}
-        for request in requests:
-            slo = request.slo.metadata.name
-            if (slo,) not in thresholds:
-                spec = health_spec(request.slo.spec)
-                thresholds[(slo,)] = {
-                    (level.name,): threshold.value
-                    for level, threshold in (
-                        (Level.DEGRADED, spec.degraded),
-                        (Level.UNAVAILABLE, spec.unavailable),
-                    )
-                }
-            result: SeriesResult = measurements[request]
-            failed = failed or result.error is not None
-            layout = layouts.get((id(request.slo), request.clipped))
-            if layout is None:
-                clipped = dict(request.clipped)  # by the SLO's window, clipped or not
-                layout = [
-                    (clipped.get(w, w), format_duration(w))
-                    for w in health_spec(request.slo.spec).windows
-                ]
-                layouts[(id(request.slo), request.clipped)] = layout
-            rows: dict[Values, float] = {}
-            for backend, measured in result.backends.items():
-                for window, label in layout:
-                    m = measured.get(window)
-                    if m is not None and m.value is not None:
-                        rows[(backend, label)] = m.value
-            values[(slo, request.target)] = rows
-        with self._lock:  # one batch, one lock
-            self._gauges["slo_threshold"].update(thresholds)
-            self._gauges["slo_value"].update(values)
-        if failed:
+        if self.series.record_measurements(requests, measurements):
             self.record_source_error()
 
     def record_source_error(self) -> None:
         self._source_errors.add(1)
 
     def record_adapter_error(self, target: str) -> None:
-        self._count("adapter_errors", (target,))
+        self.series.record_adapter_error(target)
 
     def record_cycle(self, decisions: Sequence[Decision], duration: float) -> None:
         """A finished cycle: the metrics per decision (each in a child span, when spans are
         exported), and its duration."""
-        for decision in decisions:
-            if self._exporting:
+        if self._exporting:
+            for decision in decisions:
                 with self.decision_span(decision):
                     self.record_decision(decision)
-            else:
-                self.record_decision(decision)
+        else:
+            self.series.record_decisions(decisions)
         self._duration.record(duration)
         self.cycles += 1
 
@@ -344,8 +221,7 @@ class Telemetry:
         """A reconciler whose source and adapters report to this telemetry."""
         config = reconciler.config
         adapters = {k: _Adapter(self, k, a) for k, a in config.adapters.items()}
-        for key in adapters:
-            self._count("adapter_errors", (key,), 0.0)
+        self.series.add_targets(adapters)
         return Reconciler(replace(config, source=_Source(self, config.source), adapters=adapters))
 
     # ------------------------------------------------------------------------------- HTTP
@@ -389,7 +265,7 @@ def _handler(telemetry: Telemetry) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, telemetry.exposition(), CONTENT_TYPE_LATEST)
+                self._stream(telemetry.exposition_chunks())
             elif path == "/healthz":
                 self._send(200, b"ok\n")
             elif path == "/readyz":
@@ -405,22 +281,22 @@ def _handler(telemetry: Telemetry) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def _stream(self, chunks: Iterator[bytes]) -> None:
+            """200 and ``chunks`` as they are written, without a length: the response ends
+            when the connection closes (HTTP/1.0), so a scrape never holds the whole text."""
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.end_headers()
+            try:
+                for chunk in chunks:
+                    self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                log.debug("%s left during a scrape", self.address_string())
+
         def log_message(self, format: str, *args: object) -> None:
             log.debug("%s " + format, self.address_string(), *args)
 
     return Handler
-
-
-def _number(value: float) -> str:
-    """A sample's value as ``prometheus_client`` writes it (``+Inf``, ``NaN``, Go's exponents)."""
-    return floatToGoString(value)  # type: ignore[no-untyped-call,no-any-return]
-
-
-def _label_value(value: str) -> str:
-    """``value`` escaped for a label in the text format (names are validated: rarely needed)."""
-    if "\\" in value or '"' in value or "\n" in value:
-        return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
-    return value
 
 
 class _Source:

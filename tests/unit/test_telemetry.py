@@ -234,6 +234,29 @@ def test_http_endpoints(telemetry: Telemetry) -> None:
         httpx.get(f"{base}/healthz", timeout=2)
 
 
+def test_metrics_are_served_a_chunk_at_a_time_and_parse_back_whole(telemetry: Telemetry) -> None:
+    # 3,000 targets write more lines than one chunk holds: the response is several chunks,
+    # without a length, ended by the connection's close (HTTP/1.0).
+    batch = [
+        replace(decision({"a": 60, "b": 40}, {"a": {"lat": "HEALTHY"}}), target=f"Balance/b{n}")
+        for n in range(3000)
+    ]
+    telemetry.run_cycle(lambda: batch)
+    assert len(list(telemetry.exposition_chunks())) > 2
+    host, port = telemetry.serve("127.0.0.1:0")
+    with httpx.Client(base_url=f"http://{host}:{port}", timeout=10) as client:
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert "content-length" not in response.headers
+    assert response.content == telemetry.exposition()
+    samples = {
+        family.name: len(family.samples) for family in text_string_to_metric_families(response.text)
+    }
+    assert samples["trimtab_route_weight"] == 6000
+    assert samples["trimtab_slo_health"] == 3000
+    assert samples["trimtab_decisions"] == 3000
+
+
 def test_a_span_per_cycle_and_a_child_per_decision(
     telemetry: Telemetry, spans: InMemorySpanExporter
 ) -> None:

@@ -1,0 +1,291 @@
+"""The per-target series of ``/metrics``: kept compact, and written in the Prometheus text format.
+
+At 10,000 targets the controller exposes about 180,000 per-target series. Kept as one dict of
+label values per group of series they cost about 250 bytes each (45 MB); kept here, a target's
+series are one small record of about 0.7 KB:
+
+- the weights, health and phase of its latest decision, as the decision holds them (read-only
+  mappings that equal decisions share, :func:`trimtab.controller.record._kept`);
+- its counters, as integers;
+- its SLI values as one tuple, against a layout of pre-written label text that every target
+  measured alike shares.
+
+A scrape snapshots the records under one short lock and writes the text a chunk at a time
+(:meth:`TargetSeries.chunks`): it never holds the whole text (14 MB at 10,000 targets). The text
+is what ``prometheus_client`` writes for the same samples: labels in name order, values as
+``floatToGoString`` writes them, label values escaped.
+
+Gauges hold the last values, replaced per target, so series of backends that are gone
+disappear instead of going stale; counters only grow.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client.utils import floatToGoString
+from trimtab.slo.durations import format_duration
+from trimtab.slo.health import Level, health_spec
+from trimtab.slo.ports import Measurements, SeriesRequest
+
+from .record import Decision
+
+__all__ = ["FAMILIES", "TargetSeries"]
+
+FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    # exposed name: (type, help, label names in the order written: by name)
+    "trimtab_route_weight": (
+        "gauge",
+        "Percent of the route's traffic per backend.",
+        ("backend", "target"),
+    ),
+    "trimtab_slo_health": (
+        "gauge",
+        "Health level: 2 UNAVAILABLE, 1 DEGRADED, 0 HEALTHY, -1 UNKNOWN.",
+        ("backend", "slo", "target"),
+    ),
+    "trimtab_slo_value": (
+        "gauge",
+        "Measured SLI per window: error ratio (budget-based) or value.",
+        ("backend", "slo", "target", "window"),
+    ),
+    "trimtab_slo_threshold": (
+        "gauge",
+        "The number an SLO's health level compares against.",
+        ("level", "slo"),
+    ),
+    "trimtab_target_phase": (
+        "gauge",
+        "1 for a target's current phase (Progressing, Promoted, …).",
+        ("phase", "target"),
+    ),
+    "trimtab_decisions_total": ("counter", "Decisions.", ("action", "target")),
+    "trimtab_adapter_errors_total": (
+        "counter",
+        "Traffic-adapter calls that failed.",
+        ("target",),
+    ),
+}
+_LEVELS = {level.name: f"{level.value:.1f}" for level in Level}  # as floatToGoString writes them
+_CHUNK = 4096  # lines per chunk of a scrape: about 0.3 MB
+
+Layout = tuple[tuple[str, str], ...]
+"""Per SLI value of a target, the text of its line before the target's name and after it."""
+
+
+@dataclass(slots=True)
+class _Target:
+    """One target's series."""
+
+    label: str  # the target's name, escaped for a label value
+    weights: Mapping[str, int] = field(default_factory=dict)
+    health: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    phase: str | None = None
+    layout: Layout = ()
+    values: tuple[float, ...] = ()
+    decisions: dict[str, int] = field(default_factory=dict)  # by action
+    adapter_errors: int = 0
+
+    def copy(self) -> _Target:
+        """A copy that later records leave as it is (the mappings it shares are read-only)."""
+        return _Target(
+            self.label,
+            self.weights,
+            self.health,
+            self.phase,
+            self.layout,
+            self.values,
+            dict(self.decisions),
+            self.adapter_errors,
+        )
+
+
+class TargetSeries:
+    """Every target's gauges and counters, and every SLO's thresholds; safe across threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._targets: dict[str, _Target] = {}
+        self._thresholds: dict[str, tuple[tuple[str, float], ...]] = {}  # by SLO
+        self._layouts: dict[Layout, Layout] = {}  # one object per distinct layout
+        self._parts: dict[tuple[str, str, str], tuple[str, str]] = {}  # (backend, slo, window)
+
+    def _target(self, name: str) -> _Target:
+        """``name``'s record (the lock held)."""
+        found = self._targets.get(name)
+        if found is None:
+            found = self._targets[name] = _Target(_label_value(name))
+        return found
+
+    # ---------------------------------------------------------------------------- record
+
+    def add_targets(self, names: Iterable[str]) -> None:
+        """Expose ``names`` from the start, their adapter errors at 0 (so ``rate()`` sees the
+        first error)."""
+        with self._lock:
+            for name in names:
+                self._target(name)
+
+    def record_decisions(self, decisions: Sequence[Decision]) -> None:
+        """Count each decision; keep its route weights, health (when judged) and phase."""
+        with self._lock:
+            for decision in decisions:
+                target = self._target(decision.target)
+                action = decision.action.value
+                target.decisions[action] = target.decisions.get(action, 0) + 1
+                weights = decision.weights.applied or decision.weights.desired
+                if weights:
+                    target.weights = weights
+                if decision.health:  # a hold before judging says nothing about health
+                    target.health = decision.health
+                if decision.phase:
+                    target.phase = decision.phase
+
+    def record_adapter_error(self, name: str) -> None:
+        with self._lock:
+            self._target(name).adapter_errors += 1
+
+    def record_measurements(
+        self, requests: Sequence[SeriesRequest], measurements: Measurements
+    ) -> bool:
+        """Each target's SLI values per SLO window, replacing its last, and each SLO's
+        thresholds. Returns whether any query of the batch failed."""
+        failed = measurements.source_error is not None
+        thresholds: dict[str, tuple[tuple[str, float], ...]] = {}
+        # Per target, its values and their line text (a target's requests need not be adjacent).
+        found: dict[str, tuple[list[tuple[str, str]], list[float]]] = {}
+        # Per SLO and clipping, each SLO window with the window measured for it and its label.
+        windows: dict[tuple[int, tuple[tuple[float, float], ...]], list[tuple[float, str]]] = {}
+        for request in requests:
+            slo = request.slo.metadata.name
+            if slo not in thresholds:
+                spec = health_spec(request.slo.spec)
+                thresholds[slo] = (
+                    ("DEGRADED", spec.degraded.value),
+                    ("UNAVAILABLE", spec.unavailable.value),
+                )
+            result = measurements[request]
+            failed = failed or result.error is not None
+            layout = windows.get((id(request.slo), request.clipped))
+            if layout is None:
+                clipped = dict(request.clipped)  # by the SLO's window, clipped or not
+                layout = [
+                    (clipped.get(w, w), format_duration(w))
+                    for w in health_spec(request.slo.spec).windows
+                ]
+                windows[(id(request.slo), request.clipped)] = layout
+            mine = found.get(request.target)
+            if mine is None:
+                mine = found[request.target] = ([], [])
+            parts, values = mine
+            for backend, measured in result.backends.items():
+                for window, label in layout:
+                    m = measured.get(window)
+                    if m is not None and m.value is not None:
+                        parts.append(self._part(backend, slo, label))
+                        values.append(m.value)
+        with self._lock:  # one batch, one lock
+            self._thresholds.update(thresholds)
+            for name, (parts, values) in found.items():
+                target = self._target(name)
+                key = tuple(parts)
+                target.layout = self._layouts.setdefault(key, key)
+                target.values = tuple(values)
+        return failed
+
+    def _part(self, backend: str, slo: str, window: str) -> tuple[str, str]:
+        """The text of a ``trimtab_slo_value`` line before the target's name and after it."""
+        part = self._parts.get((backend, slo, window))
+        if part is None:
+            before = (
+                f'trimtab_slo_value{{backend="{_label_value(backend)}",'
+                f'slo="{_label_value(slo)}",target="'
+            )
+            part = (before, f'",window="{_label_value(window)}"}} ')
+            self._parts[(backend, slo, window)] = part
+        return part
+
+    # ----------------------------------------------------------------------------- write
+
+    def chunks(self) -> Iterator[bytes]:
+        """The text of every family, a chunk at a time, from one snapshot."""
+        with self._lock:
+            targets = [t.copy() for t in self._targets.values()]
+            thresholds = list(self._thresholds.items())
+        batch: list[str] = []
+        for line in _lines(targets, thresholds):
+            batch.append(line)
+            if len(batch) >= _CHUNK:
+                yield "".join(batch).encode()
+                batch.clear()
+        if batch:
+            yield "".join(batch).encode()
+
+
+def _lines(
+    targets: Sequence[_Target], thresholds: Sequence[tuple[str, tuple[tuple[str, float], ...]]]
+) -> Iterator[str]:
+    """Each family's header, then its samples (see :data:`FAMILIES`)."""
+    yield _header("trimtab_route_weight")
+    for t in targets:
+        for backend, weight in t.weights.items():
+            yield (
+                f'trimtab_route_weight{{backend="{_label_value(backend)}",target="{t.label}"}} '
+                f"{_number(weight)}\n"
+            )
+    yield _header("trimtab_slo_health")
+    for t in targets:
+        for backend, levels in t.health.items():
+            escaped = _label_value(backend)
+            for slo, level in levels.items():
+                yield (
+                    f'trimtab_slo_health{{backend="{escaped}",slo="{_label_value(slo)}",'
+                    f'target="{t.label}"}} {_LEVELS[level]}\n'
+                )
+    yield _header("trimtab_slo_value")
+    for t in targets:
+        for (before, after), value in zip(t.layout, t.values, strict=True):
+            yield f"{before}{t.label}{after}{_number(value)}\n"
+    yield _header("trimtab_slo_threshold")
+    for slo, compared in thresholds:
+        for level, threshold in compared:
+            yield (
+                f'trimtab_slo_threshold{{level="{level}",slo="{_label_value(slo)}"}} '
+                f"{_number(threshold)}\n"
+            )
+    yield _header("trimtab_target_phase")
+    for t in targets:
+        if t.phase:
+            phase = _label_value(t.phase)
+            yield f'trimtab_target_phase{{phase="{phase}",target="{t.label}"}} 1.0\n'
+    yield _header("trimtab_decisions_total")
+    for t in targets:
+        for action, count in t.decisions.items():
+            yield (
+                f'trimtab_decisions_total{{action="{_label_value(action)}",target="{t.label}"}} '
+                f"{_number(count)}\n"
+            )
+    yield _header("trimtab_adapter_errors_total")
+    for t in targets:
+        yield f'trimtab_adapter_errors_total{{target="{t.label}"}} {_number(t.adapter_errors)}\n'
+
+
+def _header(name: str) -> str:
+    """HELP and TYPE, named as ``prometheus_client`` names them (a counter with ``_total``)."""
+    kind, doc, _ = FAMILIES[name]
+    escaped = doc.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {escaped}\n# TYPE {name} {kind}\n"
+
+
+def _number(value: float) -> str:
+    """A sample's value as ``prometheus_client`` writes it (``+Inf``, ``NaN``, Go's exponents)."""
+    return floatToGoString(value)  # type: ignore[no-untyped-call,no-any-return]
+
+
+def _label_value(value: str) -> str:
+    """``value`` escaped for a label in the text format (names are validated: rarely needed)."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
+    return value
