@@ -163,7 +163,11 @@ class DecisionLog:
         return found
 
     def last(self, target: str) -> Decision | None:
-        """The latest decision about ``target`` ("Rollout/checkout"), or ``None``.
+        """The latest decision about ``target`` ("Rollout/checkout"), or ``None``."""
+        return self.latest([target]).get(target)
+
+    def latest(self, targets: Iterable[str]) -> dict[str, Decision]:
+        """The latest decision about each of ``targets`` that has one.
 
         Reads the log once and then follows this object's own appends (a cycle asks for every
         target's last decision: one pass, not one per target); reads again when the log's size
@@ -178,7 +182,8 @@ class DecisionLog:
                 for decision in self.records():
                     latest[decision.target] = decision
                 self._latest, self._indexed_size = latest, size
-            return self._latest.get(target)
+            known = self._latest
+            return {t: known[t] for t in targets if t in known}
 
     def verify(self) -> VerifyResult:
         """Check every line's hash, the chain and the head; see :class:`FindingKind`."""

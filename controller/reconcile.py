@@ -505,11 +505,10 @@ class Reconciler:
         however its wording moves on ("healthy for 2m of the 5m hold" each cycle) — at 10,000
         targets a record per target per cycle would be most of a cycle's cost and of the log.
         Returns every decision, sealed (``hash`` set) when it was appended."""
-        latest: dict[str, Decision] = {}
+        latest = self.config.log.latest(d.target for d in decisions)
         fresh: list[int] = []
         for index, decision in enumerate(decisions):
-            last = latest.get(decision.target) or self.config.log.last(decision.target)
-            if not _repeats(last, decision):
+            if not _repeats(latest.get(decision.target), decision):
                 fresh.append(index)
                 latest[decision.target] = decision
         recorded = list(decisions)

@@ -336,6 +336,19 @@ def _versioned(state: TargetState, version: int) -> TargetState:
     return copied
 
 
+def _read(path: str) -> bytes:
+    """The bytes of ``path``: ``Path.read_bytes`` without its buffered file object (a cycle
+    reads every target's state; this takes half the time)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _write_files(files: Sequence[tuple[Path, bytes]]) -> None:
     """Replace each file with its bytes: a temp file beside it, fsync'd, renamed over it.
     Raises :class:`StateError` naming the file that failed."""
@@ -365,24 +378,33 @@ class StateStore:
         # that did not change is not parsed and validated again (a cycle reads every target's
         # state, and saving checks the version on disk). Other writers change the bytes.
         self._known: dict[str, tuple[bytes, TargetState]] = {}
+        self._files: dict[str, str] = {}  # by target, the file's path: checked once
 
     def path(self, target: str) -> Path:
         """The file of ``target`` ("Rollout/checkout"); anything but ``Kind/name`` is refused,
         so no key can name a file outside the directory."""
+        return Path(self._file(target))
+
+    def _file(self, target: str) -> str:
+        """:meth:`path` as a string, worked out once per target (a cycle loads every one)."""
+        found = self._files.get(target)
+        if found is not None:
+            return found
         match = _KEY.fullmatch(target)
         if match is None:
             raise ValueError(
                 f"invalid target {target!r}: expected Rollout/<name> or Balance/<name>, "
                 "the name 1-63 lowercase letters, digits and '-'"
             )
-        return self.directory / f"{match[1]}.{match[2]}.json"
+        found = self._files[target] = os.path.join(self.directory, f"{match[1]}.{match[2]}.json")
+        return found
 
     def load(self, target: str) -> TargetState:
         """The saved state of ``target``, or :meth:`TargetState.initial` if it has none.
         Raises :class:`StateError` (naming the file) when the file is unreadable or corrupt."""
-        path = self.path(target)
+        path = self._file(target)
         try:
-            raw = path.read_bytes()
+            raw = _read(path)
         except FileNotFoundError:
             return TargetState.initial(target)
         except OSError as e:
