@@ -78,13 +78,25 @@ def _when(value: datetime | None) -> datetime | None:
     return None if value is None else _utc(value)
 
 
+_WEIGHTS: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
+_WEIGHTS_KEPT = 4096
+
+
 def _weights(value: Mapping[str, int], where: str, top: int | None = None) -> dict[str, int]:
+    """``value`` checked, as a read-only dict that equal weights share: a controller keeps
+    every target's state (10,000 at scale), and most targets share a few splits."""
     for backend, weight in value.items():
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
             raise ValueError(f"{where}.{backend}: expected a non-negative integer, got {weight!r}")
         if top is not None and weight > top:
             raise ValueError(f"{where}.{backend}: at most {top}, got {weight}")
-    return dict(value)
+    key = tuple(value.items())
+    kept = _WEIGHTS.get(key)
+    if kept is None:
+        if len(_WEIGHTS) >= _WEIGHTS_KEPT:
+            _WEIGHTS.clear()
+        kept = _WEIGHTS[key] = dict(value)
+    return kept
 
 
 def _iso(value: datetime | None) -> str | None:
