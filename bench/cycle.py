@@ -21,7 +21,8 @@ the verified weights); the second records each rollout's first hold and its heal
 hold, which write nothing). Each target count runs in a fresh process, so its memory is its
 own. Prints, per count: the time to load and validate the YAML and build the targets, the
 first and second cycles, the steady cycles (wall time: median of ``--runs``, min–max; and the
-median CPU time, less disturbed by other work on the machine), the RSS after loading and
+median CPU time, less disturbed by other work on the machine; and the median of each cycle
+over a reference loop timed just before it, see :func:`reference`), the RSS after loading and
 after the cycles, and the peak RSS.
 
     .venv/bin/python bench/cycle.py --targets 1000 10000 --runs 5
@@ -95,6 +96,17 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 HEALTHY = {"errors": 0.0002, "p95": 0.08}
 
 
+def reference() -> float:
+    """Seconds for a fixed pure-Python loop (2 million additions): this machine's speed at the
+    moment. A VM's speed drifts (here by half from one minute to the next), so the steady cycles
+    are also given in units of this loop, taken before each: those compare across runs."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(2_000_000):
+        total += i
+    return time.perf_counter() - started
+
+
 def rss_mb() -> float:
     """The process's resident set now, in MB (Linux)."""
     with open("/proc/self/status", encoding="ascii") as status:
@@ -134,8 +146,10 @@ def measure(count: int, runs: int, *, telemetry: bool, plain_gc: bool) -> str:
             reconciler = watch.instrument(reconciler)
         if not plain_gc:
             heap.settle()
-        times, cpu = [], []
+        times, cpu, speed = [], [], []
         for run in range(runs + 2):
+            if run >= 2:
+                speed.append(reference())
             now = T0 + timedelta(seconds=30 * run)
             started, used = time.perf_counter(), time.process_time()
             with nullcontext() if plain_gc else heap.paused():
@@ -152,12 +166,15 @@ def measure(count: int, runs: int, *, telemetry: bool, plain_gc: bool) -> str:
             took = time.perf_counter() - started
             scrape = f"; one /metrics scrape {took:.2f} s, {exposed / 1e6:.0f} MB"
     first, second, steady = times[0], times[1], times[2:]
+    loop = statistics.median(speed)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return (
         f"{count:6d} targets: load {loading:6.2f} s; first cycle (every rollout starts) "
         f"{first:6.2f} s; second {second:6.2f} s; steady median {statistics.median(steady):5.2f} s "
         f"[{min(steady):.2f}–{max(steady):.2f}] over {len(steady)} (CPU "
-        f"{statistics.median(cpu[2:]):.2f} s); RSS {loaded:.0f} MB after loading, "
+        f"{statistics.median(cpu[2:]):.2f} s; reference loop {loop:.2f} s, so "
+        f"{statistics.median(s / r for s, r in zip(steady, speed, strict=True)):.2f} loops); "
+        f"RSS {loaded:.0f} MB after loading, "
         f"{rss_mb():.0f} MB after the cycles, peak {peak:.0f} MB{scrape}"
     )
 

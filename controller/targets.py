@@ -70,7 +70,7 @@ def requests_for(target: Target, *, shifted_for: float | None = None) -> list[Se
     if shifted_for is not None and target.interval:
         clip = max(target.interval, math.floor(shifted_for / target.interval) * target.interval)
     return [
-        SeriesRequest.of(target.key, slo, dict(params), health_windows(slo.spec), clip_to=clip)
+        SeriesRequest.canonical(target.key, slo, params, health_windows(slo.spec), clip)
         for slo, params in target.slos
     ]
 

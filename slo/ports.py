@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Protocol
 
 from .health import Health, WindowMeasurement, judge
@@ -58,13 +59,23 @@ class SeriesRequest:
         ``clip_to`` shortens every longer window to that many seconds (the time since the last
         shift): data from before a change never judges what changed.
         """
-        ordered = tuple(sorted(set(windows)))
-        pairs = tuple(sorted(params.items()))
-        if clip_to is None or not ordered or clip_to >= ordered[-1]:
-            return SeriesRequest(target, slo, pairs, ordered, ())
-        shorter = tuple(w for w in ordered if w < clip_to)
-        clipped = tuple((w, clip_to) for w in ordered if w > clip_to)
-        return SeriesRequest(target, slo, pairs, (*shorter, clip_to), clipped)
+        return SeriesRequest.canonical(
+            target, slo, tuple(sorted(params.items())), tuple(sorted(set(windows))), clip_to
+        )
+
+    @staticmethod
+    def canonical(
+        target: str,
+        slo: SLO,
+        params: tuple[tuple[str, str], ...],
+        windows: tuple[float, ...],
+        clip_to: float | None = None,
+    ) -> SeriesRequest:
+        """:meth:`of` for params and windows already in canonical order (the pairs sorted, the
+        windows sorted and each once), as a target keeps them. Requests clipped alike share
+        their tuples of windows: a cycle makes one request per SLO per target."""
+        measured, clipped = _clip(windows, clip_to)
+        return SeriesRequest(target, slo, params, measured, clipped)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -74,6 +85,18 @@ class SeriesRequest:
     @property
     def param_map(self) -> dict[str, str]:
         return dict(self.params)
+
+
+@lru_cache(maxsize=4096, typed=True)
+def _clip(
+    ordered: tuple[float, ...], clip_to: float | None
+) -> tuple[tuple[float, ...], tuple[tuple[float, float], ...]]:
+    """The windows measured and the (window, clipped) pairs for sorted ``ordered``."""
+    if clip_to is None or not ordered or clip_to >= ordered[-1]:
+        return ordered, ()
+    shorter = tuple(w for w in ordered if w < clip_to)
+    clipped = tuple((w, clip_to) for w in ordered if w > clip_to)
+    return (*shorter, clip_to), clipped
 
 
 @dataclass(frozen=True, slots=True)
