@@ -30,7 +30,7 @@ import os
 import ssl
 import threading
 from base64 import b64encode
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -39,7 +39,14 @@ from typing import Any, TypeVar
 
 import httpx
 from trimtab.slo import models
-from trimtab.slo.batching import Answer, Query, Sample, assemble, plan_what_can_be_planned
+from trimtab.slo.batching import (
+    Answer,
+    Assembly,
+    Query,
+    Sample,
+    assemble,
+    plan_what_can_be_planned,
+)
 from trimtab.slo.durations import format_duration
 from trimtab.slo.ports import Measurements, SeriesRequest, SeriesResult
 
@@ -219,20 +226,30 @@ class PrometheusSource:
         """Every request's windows at ``at`` (naive datetimes are UTC), in one batch."""
         plan, unplanned = plan_what_can_be_planned(requests)
         when = _seconds(at)
-        outcomes = self._run(lambda q: self._instant(q.promql, when), plan)
-        answers: list[tuple[Query, Answer]] = [
-            (q, o.reason if isinstance(o, _Failure) else o)
-            for q, o in zip(plan, outcomes, strict=True)
-        ]
-        source_error = self._note(outcomes)
-        measured = assemble(requests, answers, source_error=source_error)
+        assembly = Assembly(requests)
+        failures: list[_Failure | None] = []  # per query: a success is split and let go of
+        # The queries wait for Prometheus a few at a time; their answers are decoded and split
+        # one at a time, here. Decoded, an answer for 10,000 targets is some 20 MB of objects,
+        # and parsing in the workers only queued for the GIL while holding several at once.
+        sent = self._each(lambda q: self._send("/api/v1/query", _instant_form(q, when)), plan)
+        for query, response in zip(plan, sent, strict=True):
+            outcome = self._instant(response, query.promql)
+            del response
+            if isinstance(outcome, _Failure):
+                assembly.add(query, outcome.reason)
+                failures.append(outcome)
+            else:
+                assembly.add(query, outcome)
+                failures.append(None)
+            del outcome  # before waiting for the next answer
+        measured = assembly.measurements(self._note(failures))
         if not unplanned:
             return measured
         results = dict(measured.results)
         for request in requests:
             if request.key in unplanned:
                 results[request.key] = _failed(request, unplanned[request.key])
-        return Measurements(results, source_error)
+        return Measurements(results, measured.source_error)
 
     def query_range(
         self, request: SeriesRequest, start: datetime, end: datetime, step: float
@@ -268,6 +285,13 @@ class PrometheusSource:
 
         A black-holed host would otherwise cost a timeout per query of the batch.
         """
+        return list(self._each(work, plan))
+
+    def _each(
+        self, work: Callable[[Query], T | _Failure], plan: Sequence[Query]
+    ) -> Iterator[T | _Failure]:
+        """:meth:`_run`, each outcome in plan order as it is ready: the caller can let go of
+        one before the next (a query's answer at 10,000 targets is 20,000 series)."""
         halted: list[_Failure] = []
 
         def guarded(query: Query) -> T | _Failure:
@@ -279,9 +303,10 @@ class PrometheusSource:
             return outcome
 
         if len(plan) <= 1:
-            return [guarded(query) for query in plan]
+            yield from (guarded(query) for query in plan)
+            return
         with ThreadPoolExecutor(min(self._workers, len(plan))) as pool:
-            return list(pool.map(guarded, plan))
+            yield from pool.map(guarded, plan)
 
     def _note(self, outcomes: Sequence[object]) -> str | None:
         """Record a batch's failures; the source's own error when nothing else went wrong.
@@ -300,9 +325,8 @@ class PrometheusSource:
         self._last_error = failures[0].reason if failures else None
         return self._last_error if down else None
 
-    def _instant(self, promql: str, when: float) -> list[Sample] | _Failure:
-        form = {"query": promql, "time": f"{when:.3f}"}
-        data = self._post("/api/v1/query", form, promql)
+    def _instant(self, sent: httpx.Response | _Failure, promql: str) -> list[Sample] | _Failure:
+        data = self._data(sent, promql)
         if isinstance(data, _Failure):
             return data
         return _vector(data, promql)
@@ -330,6 +354,19 @@ class PrometheusSource:
         return by_time
 
     def _post(self, path: str, form: dict[str, str], promql: str) -> Mapping[str, Any] | _Failure:
+        return self._data(self._send(path, form), promql)
+
+    def _data(self, sent: httpx.Response | _Failure, promql: str) -> Mapping[str, Any] | _Failure:
+        """The ``data`` of an answer (:func:`_decode`), with credentials kept out of reasons."""
+        if isinstance(sent, _Failure):
+            return sent
+        outcome = _decode(sent, promql)
+        if isinstance(outcome, _Failure) and self._auth is not None:
+            return replace(outcome, reason=self._auth.redact(outcome.reason))
+        return outcome
+
+    def _send(self, path: str, form: dict[str, str]) -> httpx.Response | _Failure:
+        """POST ``form`` to ``path``: the response, read but not decoded, or why there is none."""
         form["timeout"] = f"{self.timeout:.3f}"  # seconds: so Prometheus gives up when we do
         with self._lock:
             self._sent += 1
@@ -349,10 +386,11 @@ class PrometheusSource:
             return _Failure(str(exc), True)
         except Exception as exc:  # the type only: protocol errors may quote request headers
             return _Failure(f"request to Prometheus failed: {type(exc).__name__}", True)
-        outcome = _decode(response, promql)
-        if isinstance(outcome, _Failure) and self._auth is not None:
-            return replace(outcome, reason=self._auth.redact(outcome.reason))
-        return outcome
+        return response
+
+
+def _instant_form(query: Query, when: float) -> dict[str, str]:
+    return {"query": query.promql, "time": f"{when:.3f}"}
 
 
 def _decode(response: httpx.Response, promql: str) -> Mapping[str, Any] | _Failure:

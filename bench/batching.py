@@ -39,8 +39,7 @@ SAMPLES = 17  # 32 minutes
 AT = datetime.fromtimestamp(START + STEP * (SAMPLES - 1), UTC)
 BOUNDS = ("0.1", "0.25", "1", "2.5", "+Inf")
 
-SLOS = load_text(
-    """
+SLO_YAML = """
 apiVersion: trimtab.dev/v1alpha1
 kind: SLO
 metadata: {name: errors}
@@ -89,9 +88,8 @@ spec:
   health:
     degraded: {above: 250ms, windows: [5m]}
     unavailable: {above: 1s, windows: [5m]}
-""",
-    "bench.yaml",
-).slos
+"""
+SLOS = load_text(SLO_YAML, "bench.yaml").slos
 
 
 def openmetrics(services: int) -> Iterator[str]:

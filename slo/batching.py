@@ -27,7 +27,15 @@ from .models import SLOSpec
 from .ports import Measurements, SeriesRequest, SeriesResult
 from .promql import Membership, batchable, compile_sli, membership
 
-__all__ = ["Answer", "Query", "Sample", "assemble", "plan_queries", "plan_what_can_be_planned"]
+__all__ = [
+    "Answer",
+    "Assembly",
+    "Query",
+    "Sample",
+    "assemble",
+    "plan_queries",
+    "plan_what_can_be_planned",
+]
 
 Field = Literal["value", "events"]
 Sample = tuple[Mapping[str, str], float]
@@ -132,19 +140,39 @@ def assemble(
     source_error: str | None = None,
 ) -> Measurements:
     """Split the answers back per request and backend."""
-    # (request key, backend, window) → {"value": …, "events": …}; flat, for speed at 10k targets
-    slots: dict[tuple[tuple[str, str], str, float], dict[Field, float]] = defaultdict(dict)
-    errors: dict[tuple[str, str], dict[float, str]] = defaultdict(dict)
-    memberships: dict[tuple[int, tuple[tuple[str, str], ...]], Membership] = {}
+    assembly = Assembly(requests)
     for query, answer in answers:
-        window, field = query.window, query.field
+        assembly.add(query, answer)
+    return assembly.measurements(source_error)
+
+
+_FIELDS: dict[Field, int] = {"value": 0, "events": 1}
+
+
+class Assembly:
+    """:func:`assemble` one answer at a time: a source splits each answer as it arrives and
+    lets go of it, so a batch never holds every answer at once (at 10,000 targets each holds
+    20,000 series)."""
+
+    def __init__(self, requests: Sequence[SeriesRequest]) -> None:
+        self._requests = requests
+        # (request key, backend, window) → [value, events]; flat, for speed at 10k targets
+        self._slots: dict[tuple[tuple[str, str], str, float], list[float | None]] = {}
+        self._errors: dict[tuple[str, str], dict[float, str]] = defaultdict(dict)
+        self._memberships: dict[tuple[int, tuple[tuple[str, str], ...]], Membership] = {}
+
+    def add(self, query: Query, answer: Answer) -> None:
+        """Split one query's answer (or failure) to the requests it serves."""
+        window, field = query.window, _FIELDS[query.field]
+        errors, slots = self._errors, self._slots
         if isinstance(answer, str):
             for member in query.members:
                 errors[member.key][window] = answer
-            continue
+            return
         # Index the members by the exact label values they expect, so splitting a batch of
         # N targets costs O(N + samples), not O(N × samples).
         index: dict[tuple[str, ...], list[tuple[SeriesRequest, Membership]]] = defaultdict(list)
+        memberships = self._memberships
         for member in query.members:
             cached = (id(member.slo.spec), member.params)
             if cached not in memberships:
@@ -164,24 +192,29 @@ def assemble(
             for member, belongs in found:
                 if belongs.patterns and not belongs.admits(labels):
                     continue
-                slot = slots[(member.key, backend, window)]
-                if field in slot:
+                slot = slots.get((member.key, backend, window))
+                if slot is None:
+                    slot = slots[(member.key, backend, window)] = [None, None]
+                elif slot[field] is not None:
                     errors[member.key][window] = (
                         f"the query returned several series for backend {backend!r}; "
                         f"group it by {label!r} and the params' labels"
                     )
                 slot[field] = value
-    per_request: dict[tuple[str, str], dict[str, dict[float, WindowMeasurement]]] = defaultdict(
-        lambda: defaultdict(dict)
-    )
-    for (key, backend, window), fields in slots.items():
-        per_request[key][backend][window] = WindowMeasurement(
-            fields.get("value"), fields.get("events")
+
+    def measurements(self, source_error: str | None = None) -> Measurements:
+        """Every request's result from the answers added."""
+        per_request: dict[tuple[str, str], dict[str, dict[float, WindowMeasurement]]] = defaultdict(
+            lambda: defaultdict(dict)
         )
-    results = {
-        request.key: SeriesResult(
-            request, dict(per_request.get(request.key, {})), dict(errors.get(request.key, {}))
-        )
-        for request in requests
-    }
-    return Measurements(results, source_error)
+        for (key, backend, window), (value, events) in self._slots.items():
+            per_request[key][backend][window] = WindowMeasurement(value, events)
+        self._slots.clear()
+        errors = self._errors
+        results = {
+            request.key: SeriesResult(
+                request, dict(per_request.get(request.key, {})), dict(errors.get(request.key, {}))
+            )
+            for request in self._requests
+        }
+        return Measurements(results, source_error)

@@ -105,4 +105,5 @@ def test_windows_longer_than_the_time_since_the_shift_are_clipped_to_it() -> Non
     assert unclipped.windows == (60.0, 300.0, 1800.0)
     assert unclipped.clipped == ()
     again = requests_for(TARGET, shifted_for=280.0)[0]  # clipped alike: the same tuples
-    assert again.windows is errors.windows and again.clipped is errors.clipped
+    assert again.windows is errors.windows
+    assert again.clipped is errors.clipped
