@@ -10,13 +10,14 @@ it from outside:
 
 - its resident memory, every 0.2 s (``VmRSS``), and the kernel's high-water mark (``VmHWM``);
 - each cycle's duration, from the controller's own ``trimtab_cycle_duration_seconds`` on
-  ``/metrics`` (the first cycle starts every rollout; the ones after it hold);
+  ``/metrics`` (the first cycle starts every rollout, the second records their first holds,
+  the ones after it are steady: holds that write nothing);
 - one scrape of ``/metrics``.
 
 What ``bench/cycle.py`` measures in-process with fakes, this measures with a real source and
 real files. The first cycle writes 20,000 state files and a file per route at 10,000 targets.
 
-    .venv/bin/python bench/footprint.py --targets 10000 --cycles 4
+    .venv/bin/python bench/footprint.py --targets 10000 --cycles 5
 
 Never run as a test: it prints figures and asserts nothing of them.
 """
@@ -158,8 +159,10 @@ def measure(count: int, wanted: int, prometheus: str, promtool: str) -> None:
         # Per cycle, from the histogram's count and sum as polled (each poll sees at most a
         # cycle more: they run 30 s apart, and the poll comes every second).
         durations = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(seen)]
-        steady = durations[1:]
+        steady = durations[2:]
         print(f"  first cycle (every rollout starts) {durations[0]:.2f} s")
+        if len(durations) > 1:
+            print(f"  second cycle (every rollout records its first hold) {durations[1]:.2f} s")
         if steady:
             print(
                 f"  steady cycles: median {statistics.median(steady):.2f} s "
@@ -178,7 +181,7 @@ def measure(count: int, wanted: int, prometheus: str, promtool: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--targets", type=int, nargs="+", default=[10000])
-    parser.add_argument("--cycles", type=int, default=4, help="cycles to watch (the first too)")
+    parser.add_argument("--cycles", type=int, default=5, help="cycles to watch (the first too)")
     args = parser.parse_args()
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     if not prometheus or not promtool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 from .health import WindowMeasurement, counts_events
@@ -147,6 +148,7 @@ def assemble(
 
 
 _FIELDS: dict[Field, int] = {"value": 0, "events": 1}
+_NONE: Mapping[float, str] = MappingProxyType({})  # no failed window: one shared empty mapping
 
 
 class Assembly:
@@ -203,17 +205,23 @@ class Assembly:
                 slot[field] = value
 
     def measurements(self, source_error: str | None = None) -> Measurements:
-        """Every request's result from the answers added."""
-        per_request: dict[tuple[str, str], dict[str, dict[float, WindowMeasurement]]] = defaultdict(
-            lambda: defaultdict(dict)
-        )
+        """Every request's result from the answers added (once: it lets go of them)."""
+        per_request: dict[tuple[str, str], dict[str, dict[float, WindowMeasurement]]] = {}
         for (key, backend, window), (value, events) in self._slots.items():
-            per_request[key][backend][window] = WindowMeasurement(value, events)
+            backends = per_request.get(key)
+            if backends is None:
+                backends = per_request[key] = {}
+            windows = backends.get(backend)
+            if windows is None:
+                windows = backends[backend] = {}
+            windows[window] = WindowMeasurement(value, events)
         self._slots.clear()
         errors = self._errors
+        # Each result takes its dicts as built (read-only from here): no copies, at 30,000
+        # results a cycle.
         results = {
             request.key: SeriesResult(
-                request, dict(per_request.get(request.key, {})), dict(errors.get(request.key, {}))
+                request, per_request.get(request.key) or {}, errors.get(request.key) or _NONE
             )
             for request in self._requests
         }
