@@ -70,6 +70,7 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 _LEVELS = {level.name: f"{level.value:.1f}" for level in Level}  # as floatToGoString writes them
 _CHUNK = 4096  # lines per chunk of a scrape: about 0.3 MB
+_LAYOUTS_KEPT = 4096  # distinct layouts shared at most (a few per SLO set and backends, usually)
 
 Layout = tuple[tuple[str, str], ...]
 """Per SLI value of a target, the text of its line before the target's name and after it."""
@@ -191,6 +192,8 @@ class TargetSeries:
             for name, (parts, values) in found.items():
                 target = self._target(name)
                 key = tuple(parts)
+                if len(self._layouts) >= _LAYOUTS_KEPT and key not in self._layouts:
+                    self._layouts.clear()  # the targets keep theirs; only the sharing restarts
                 target.layout = self._layouts.setdefault(key, key)
                 target.values = tuple(values)
         return failed
