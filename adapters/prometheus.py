@@ -386,6 +386,10 @@ class PrometheusSource:
             return _Failure(str(exc), True)
         except Exception as exc:  # the type only: protocol errors may quote request headers
             return _Failure(f"request to Prometheus failed: {type(exc).__name__}", True)
+        # The body is read. httpx's stream points back at the response: that cycle would keep
+        # the body (1.6 MB an answer at 10,000 targets) until the collector runs, and a cycle
+        # runs with the collector paused (controller/heap.py).
+        response.stream = httpx.ByteStream(b"")
         return response
 
 
