@@ -233,11 +233,7 @@ def _lines(
     """Each family's header, then its samples (see :data:`FAMILIES`)."""
     yield _header("trimtab_route_weight")
     for t in targets:
-        for backend, weight in t.weights.items():
-            yield (
-                f'trimtab_route_weight{{backend="{_label_value(backend)}",target="{t.label}"}} '
-                f"{_number(weight)}\n"
-            )
+        yield from _by_key("trimtab_route_weight", "backend", t.label, t.weights)
     yield _header("trimtab_slo_health")
     for t in targets:
         for backend, levels in t.health.items():
@@ -265,14 +261,17 @@ def _lines(
             yield f'trimtab_target_phase{{phase="{phase}",target="{t.label}"}} 1.0\n'
     yield _header("trimtab_decisions_total")
     for t in targets:
-        for action, count in t.decisions.items():
-            yield (
-                f'trimtab_decisions_total{{action="{_label_value(action)}",target="{t.label}"}} '
-                f"{_number(count)}\n"
-            )
+        yield from _by_key("trimtab_decisions_total", "action", t.label, t.decisions)
     yield _header("trimtab_adapter_errors_total")
     for t in targets:
         yield f'trimtab_adapter_errors_total{{target="{t.label}"}} {_number(t.adapter_errors)}\n'
+
+
+def _by_key(name: str, label: str, target: str, values: Mapping[str, float]) -> Iterator[str]:
+    """A sample of ``name`` per key of ``values``, the key as ``label`` (which sorts before
+    ``target``)."""
+    for key, value in values.items():
+        yield f'{name}{{{label}="{_label_value(key)}",target="{target}"}} {_number(value)}\n'
 
 
 def _header(name: str) -> str:
