@@ -66,8 +66,16 @@ MAX_BYTES = 64 * 1024  # far more than any route's weights; a bigger file is not
 
 
 def render(weights: Mapping[str, int]) -> str:
-    """The file's text for ``weights``: sorted keys, one per line, trailing newline."""
-    return json.dumps(dict(weights), sort_keys=True, indent=2) + "\n"
+    """The file's text for ``weights``: sorted keys, one per line, trailing newline.
+
+    The text of ``json.dumps(weights, sort_keys=True, indent=2)``, written line by line:
+    ``indent`` takes the json module's Python encoder, whose nested functions leave a
+    reference cycle per call — 10,000 moves a cycle left 50 MB for the collector.
+    """
+    if not weights:
+        return "{}\n"
+    lines = (f"  {json.dumps(name)}: {json.dumps(weights[name])}" for name in sorted(weights))
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 class _Missing(Exception):

@@ -76,6 +76,20 @@ class Reconciler:
         self.config = config
         self._resumed: set[str] = set()  # targets whose saved intent this process checked
         self._baselines: dict[str, BaselineMemo] = {}  # per target, the step's baseline test
+        # One shared by every move: a Retrying is a reference cycle (its per-call state holds its
+        # bound methods), and one per move left 10,000 a cycle for the collector.
+        self._retrying = Retrying(
+            stop=stop_after_attempt(config.attempts),
+            wait=wait_exponential(multiplier=config.backoff),
+            retry=retry_if_exception_type(TransientTrafficError),
+            sleep=config.sleep,
+            before_sleep=lambda state: log.warning(
+                "transient adapter error (try %d): %s",
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else "",
+            ),
+            reraise=True,
+        )
 
     def cycle(self, targets: Sequence[Target], now: datetime) -> list[Decision]:
         """One measurement batch for every target, then one decision per target.
@@ -350,19 +364,7 @@ class Reconciler:
 
     def _apply(self, adapter: TrafficAdapter, weights: Mapping[str, int]) -> None:
         """Set ``weights``, retrying transient failures with exponential backoff."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self.config.attempts),
-            wait=wait_exponential(multiplier=self.config.backoff),
-            retry=retry_if_exception_type(TransientTrafficError),
-            sleep=self.config.sleep,
-            before_sleep=lambda state: log.warning(
-                "transient adapter error (try %d): %s",
-                state.attempt_number,
-                state.outcome.exception() if state.outcome else "",
-            ),
-            reraise=True,
-        )
-        retrying(adapter.set_weights, weights)
+        self._retrying(adapter.set_weights, weights)
 
     def _settle(
         self,

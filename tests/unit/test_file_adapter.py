@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import stat
@@ -10,6 +11,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from trimtab.adapters.file import FileAdapter, render
 from trimtab.slo.ports import TrafficAdapter, Verification
 from trimtab.slo.routes import FileRoute
@@ -48,6 +51,25 @@ def test_text_is_stable_for_gitops_diffs(path: Path) -> None:
     )
     assert path.read_text() == '{\n  "zone-a": 34,\n  "zone-b": 33,\n  "zone-c": 33\n}\n'
     assert render({"b": 1, "a": 99}) == render({"a": 99, "b": 1})
+
+
+@given(st.dictionaries(st.text(max_size=12), st.integers(0, 100), max_size=5))
+def test_text_is_what_json_writes_with_an_indent(weights: dict[str, int]) -> None:
+    assert render(weights) == json.dumps(weights, sort_keys=True, indent=2) + "\n"
+
+
+def test_rendering_leaves_nothing_for_the_collector() -> None:
+    """At 10,000 moves a cycle, with the collector paused, every cycle left behind would stay
+    until the cycle ends (json's indenting encoder leaves one per call)."""
+    gc.collect()
+    gc.disable()
+    try:
+        for share in range(100):
+            render({"v1": 100 - share, "v2": share})
+        left = gc.collect()
+    finally:
+        gc.enable()
+    assert left == 0
 
 
 def test_setting_the_same_weights_again_writes_nothing(path: Path) -> None:
