@@ -43,6 +43,7 @@ from .record import (
     DecisionWeights,
     Finding,
     FindingKind,
+    Gist,
     Link,
     VerifyResult,
     canonical_json,
@@ -85,10 +86,11 @@ class DecisionLog:
         self.head_path = self.path.with_suffix(".head")
         self.mismatch_path = self.path.with_suffix(".head.mismatch")
         self._lock = threading.Lock()
-        # The latest decision per target, as of a log of ``_indexed_size`` bytes: one pass over
-        # the log, then kept up to date by this object's appends. Another writer (a person's
-        # `trimtab pause` in another process) changes the size, and the next look reads again.
-        self._latest: dict[str, Decision] | None = None
+        # What the latest decision per target said, as of a log of ``_indexed_size`` bytes: one
+        # pass over the log, then kept up to date by this object's appends. Another writer (a
+        # person's `trimtab pause` in another process) changes the size, and the next look
+        # reads again.
+        self._latest: dict[str, Gist] | None = None
         self._indexed_size = -1
 
     def append(self, decision: Decision) -> Decision:
@@ -126,7 +128,7 @@ class DecisionLog:
             _write_all(fd, pending)
             os.fsync(fd)
             if indexed and self._latest is not None:
-                self._latest.update((d.target, d) for d in sealed)
+                self._latest.update((d.target, d.gist()) for d in sealed)
                 self._indexed_size = os.fstat(fd).st_size
             if created:
                 fsync_directory(self.path.parent)
@@ -163,24 +165,29 @@ class DecisionLog:
         return found
 
     def last(self, target: str) -> Decision | None:
-        """The latest decision about ``target`` ("Rollout/checkout"), or ``None``."""
-        return self.latest([target]).get(target)
+        """The latest decision about ``target`` ("Rollout/checkout"), or ``None`` (one pass over
+        the log)."""
+        found = None
+        for decision in self.records():
+            if decision.target == target:
+                found = decision
+        return found
 
-    def latest(self, targets: Iterable[str]) -> dict[str, Decision]:
-        """The latest decision about each of ``targets`` that has one.
+    def said(self, targets: Iterable[str]) -> dict[str, Gist]:
+        """What the latest decision about each of ``targets`` that has one said.
 
-        Reads the log once and then follows this object's own appends (a cycle asks for every
-        target's last decision: one pass, not one per target); reads again when the log's size
-        says someone else wrote to it."""
+        Reads the log once and then follows this object's own appends (a cycle asks about every
+        target: one pass, not one per target); reads again when the log's size says someone
+        else wrote to it."""
         with self._lock:
             try:
                 size = self.path.stat().st_size
             except FileNotFoundError:
                 size = 0
             if self._latest is None or size != self._indexed_size:
-                latest: dict[str, Decision] = {}
+                latest: dict[str, Gist] = {}
                 for decision in self.records():
-                    latest[decision.target] = decision
+                    latest[decision.target] = decision.gist()
                 self._latest, self._indexed_size = latest, size
             known = self._latest
             return {t: known[t] for t in targets if t in known}

@@ -47,6 +47,8 @@ __all__ = ["Reconciler", "ReconcilerConfig"]
 
 log = logging.getLogger(__name__)
 
+_QUIET = (Action.HOLD, Action.NONE)  # the actions a repeat of the last decision is not logged for
+
 BATCH = 500
 """Targets decided, then committed, together. Each batch costs two fsyncs (state files, the
 decision log) when it writes anything; larger batches hold more turns in memory at once."""
@@ -507,12 +509,14 @@ class Reconciler:
         however its wording moves on ("healthy for 2m of the 5m hold" each cycle) — at 10,000
         targets a record per target per cycle would be most of a cycle's cost and of the log.
         Returns every decision, sealed (``hash`` set) when it was appended."""
-        latest = self.config.log.latest(d.target for d in decisions)
+        said = self.config.log.said(d.target for d in decisions)
         fresh: list[int] = []
         for index, decision in enumerate(decisions):
-            if not _repeats(latest.get(decision.target), decision):
-                fresh.append(index)
-                latest[decision.target] = decision
+            gist = decision.gist()
+            if decision.action in _QUIET and said.get(decision.target) == gist:
+                continue  # says nothing new
+            fresh.append(index)
+            said[decision.target] = gist
         recorded = list(decisions)
         if fresh:  # nothing new (a steady cycle): the log is not even opened
             sealed = self.config.log.append_all([decisions[i] for i in fresh])
@@ -562,20 +566,6 @@ def _unmoved(turn: _Turn, saved: Mapping[str, TargetState]) -> TargetState:
     return turn.state.with_(version=saved[turn.target.key].version)
 
 
-def _repeats(last: Decision | None, decision: Decision) -> bool:
-    """Whether ``decision`` says nothing new after ``last`` (see :meth:`Reconciler._record`)."""
-    return (
-        last is not None
-        and decision.action in (Action.HOLD, Action.NONE)
-        and last.action == decision.action
-        and last.cause == decision.cause
-        and last.health == decision.health
-        and last.weights.desired == decision.weights.desired
-        and last.dry_run == decision.dry_run
-        and (decision.cause is not None or _messages(last) == _messages(decision))
-    )
-
-
 def _requests(target: Target, state: TargetState, now: datetime) -> list[SeriesRequest]:
     """What to measure for ``target``: a progressing Rollout's windows clip to its last shift
     (DESIGN.md section 5, step 3)."""
@@ -583,10 +573,6 @@ def _requests(target: Target, state: TargetState, now: datetime) -> list[SeriesR
     return requests_for(
         target, shifted_for=None if since is None else (now - since).total_seconds()
     )
-
-
-def _messages(decision: Decision) -> list[object]:
-    return [r.get("message") for r in decision.reasons]
 
 
 def _reason_rows(health: Mapping[str, Mapping[str, Health]]) -> list[dict[str, object]]:

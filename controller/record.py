@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from trimtab.slo.health import Level
 
@@ -44,6 +44,7 @@ __all__ = [
     "DecisionWeights",
     "Finding",
     "FindingKind",
+    "Gist",
     "Link",
     "VerifyResult",
     "canonical_json",
@@ -198,6 +199,21 @@ def _weights(value: Mapping[str, int], where: str) -> dict[str, int]:
     return _kept(("weights", tuple(weights.items())), weights)
 
 
+class Gist(NamedTuple):
+    """What a decision says, without the evidence behind it: a decision whose gist equals the
+    last one's about the same target says nothing new (a hold with the same cause, health and
+    weights, however its wording moves on). The log keeps the latest gist per target: at 10,000
+    targets, whole decisions (reasons quote their queries) took 24 MB; gists share their parts.
+    """
+
+    action: Action
+    cause: str | None
+    health: Mapping[str, Mapping[str, str]]
+    desired: Mapping[str, int]
+    dry_run: bool
+    messages: tuple[object, ...]  # the reasons' messages, when no cause names the rule
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionWeights:
     """The route's weights: read before deciding, wanted, and applied (``None`` until acted)."""
@@ -296,6 +312,13 @@ class Decision:
             "guardrails": [_copy(g) for g in self.guardrails],
         }
         return {key: values.get(attr, getattr(self, attr)) for attr, key in _KEYS.items()}
+
+    def gist(self) -> Gist:
+        """What this decision says (see :class:`Gist`)."""
+        messages = () if self.cause is not None else tuple(r.get("message") for r in self.reasons)
+        return Gist(
+            self.action, self.cause, self.health, self.weights.desired, self.dry_run, messages
+        )
 
     def sealed(self, prev_hash: str, digest: str) -> Decision:
         """This decision chained into a log: ``prev_hash`` set, and ``hash`` to ``digest``.
