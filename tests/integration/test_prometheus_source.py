@@ -530,6 +530,15 @@ ERROR_JSON = b'{"status":"error","errorType":"%s","error":"%s"}'
             "Prometheus answered a malformed vector",
             True,
         ),
+        (
+            Reply(
+                200,
+                b'{"status":"success","data":{"resultType":"vector",'
+                b'"result":[{"metric":{"version":"v1"},"value":[1,"fast"]}]}}',
+            ),
+            "Prometheus answered a malformed vector",
+            True,
+        ),
     ],
 )
 def test_bad_answers_are_unknown_with_the_cause_then_recover(
