@@ -80,15 +80,19 @@ class App:
     def __init__(self) -> None:
         self.release = threading.Event()
         self.servers: dict[str, ThreadingHTTPServer] = {}
+        # per server, the requests answered (``/slow`` aside) and how many with a 500
+        self.answered: dict[str, list[int]] = {}
         release = self.release
         for name in ("app1", "app2"):
             counter = itertools.count(1)
+            answered = self.answered[name] = [0, 0]
 
             class Handler(BaseHTTPRequestHandler):
                 protocol_version = "HTTP/1.1"
                 disable_nagle_algorithm = True
                 failing = name == "app2"
                 seen = counter
+                tally = answered
 
                 def do_GET(self) -> None:
                     if self.path.startswith("/slow"):
@@ -97,6 +101,8 @@ class App:
                     else:
                         failed = self.failing and next(self.seen) % FAILING_EVERY == 0
                         status = 500 if failed else 200
+                        self.tally[0] += 1
+                        self.tally[1] += failed
                     body = b"ok"
                     self.send_response(status)
                     self.send_header("Content-Length", str(len(body)))
@@ -203,7 +209,7 @@ def get(port: int, path: str = "/") -> int:
 
 
 def test_the_haproxy_preset_judges_each_server_from_haproxys_own_metrics(
-    haproxy: Proxy,
+    haproxy: Proxy, app: App
 ) -> None:
     url = haproxy.metrics
     clock = [T0]
@@ -238,7 +244,12 @@ def test_the_haproxy_preset_judges_each_server_from_haproxys_own_metrics(
             )
         clock[0] += STEP
         source.scrape_once()
-    assert statuses.count(500) == INTERVALS * PER_INTERVAL // 2 // FAILING_EVERY
+    # Roundrobin alternates, except that a request finding app2 still at its maxconn (its last
+    # connection not yet closed, on a busy machine) goes to app1: count what app2 answered.
+    served, failed = app.answered["app2"]
+    assert app.answered["app1"][0] + served == INTERVALS * PER_INTERVAL
+    assert served >= INTERVALS * PER_INTERVAL // 2 - 5
+    assert statuses.count(500) == failed == served // FAILING_EVERY
     assert source.targets()[0].up
 
     at = datetime.fromtimestamp(clock[0], UTC)
@@ -250,12 +261,10 @@ def test_the_haproxy_preset_judges_each_server_from_haproxys_own_metrics(
     ratio = measured[errors]
     assert ratio.error is None
     assert CONFIG.slos["app-errors"].spec.backend_label == "server"
-    assert ratio.windows("app2")[60.0].value == pytest.approx(1 / FAILING_EVERY, rel=1e-9)
+    assert ratio.windows("app2")[60.0].value == pytest.approx(failed / served, rel=1e-9)
     assert ratio.windows("app1")[60.0].value == 0.0
     # every app2 answer of the minute, extrapolated to the window's edges
-    assert ratio.windows("app2")[60.0].events == pytest.approx(
-        INTERVALS * PER_INTERVAL / 2, rel=0.1
-    )
+    assert ratio.windows("app2")[60.0].events == pytest.approx(served, rel=0.1)
     assert ratio.health("app2").level is Level.UNAVAILABLE  # burn rate 20 > 10
     assert ratio.health("app1").level is Level.HEALTHY
 
