@@ -27,7 +27,7 @@ from typing import Literal
 from .health import WindowMeasurement, counts_events
 from .models import SLOSpec
 from .ports import Measurements, SeriesRequest, SeriesResult
-from .promql import Membership, batchable, compile_sli, membership
+from .promql import Membership, batchable, compile_sli, membership, placeholder_matchers
 
 __all__ = [
     "Answer",
@@ -237,7 +237,11 @@ class Assembly:
         self._firsts: dict[tuple[str, str], dict[str, int]] = {}
         self._names: dict[str, str] = {}  # one string per backend name, not one per sample
         self._errors: dict[tuple[str, str], dict[float, str]] = defaultdict(dict)
+        # (the SLO's placeholder matchers, numbered; params) → membership: the targets of SLOs
+        # whose matchers are alike share one (at 10,000 targets, 30,000 were 10 MB a cycle)
         self._memberships: dict[tuple[int, tuple[tuple[str, str], ...]], Membership] = {}
+        self._matchers: dict[int, tuple[int, tuple[tuple[str, str, str], ...]]] = {}
+        self._numbers: dict[tuple[tuple[str, str, str], ...], int] = {}
 
     def add(self, query: Query, answer: Answer) -> None:
         """Split one query's answer (or failure) to the requests it serves."""
@@ -253,10 +257,11 @@ class Assembly:
         index = defaultdict(list)
         memberships = self._memberships
         for member in query.members:
-            cached = (id(member.slo.spec), member.params)
-            if cached not in memberships:
-                memberships[cached] = membership(member.slo.spec, member.param_map)
-            belongs = memberships[cached]
+            number, matchers = self._placeholders(member.slo.spec)
+            cached = (number, member.params)
+            belongs = memberships.get(cached)
+            if belongs is None:
+                belongs = memberships[cached] = membership(matchers, member.param_map)
             index[belongs.values].append((member, belongs, member.windows.index(window)))
         probe = next(iter(index.values()))[0][1]
         label = query.spec.backend_label  # every member's SLO compiles to this query alike
@@ -288,6 +293,15 @@ class Assembly:
                     )
                 seen[slot] |= bit
                 column[slot] = value
+
+    def _placeholders(self, spec: SLOSpec) -> tuple[int, tuple[tuple[str, str, str], ...]]:
+        """The SLO's placeholder matchers, and the number they share with alike SLOs'."""
+        known = self._matchers.get(id(spec))
+        if known is None:
+            matchers = placeholder_matchers(spec)
+            number = self._numbers.setdefault(matchers, len(self._numbers))
+            known = self._matchers[id(spec)] = (number, matchers)
+        return known
 
     def measurements(self, source_error: str | None = None) -> Measurements:
         """Every request's result from the answers added (once: it lets go of them)."""

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Literal, cast
 
 from .durations import format_duration
@@ -40,6 +40,7 @@ __all__ = [
     "membership",
     "parse_gauge",
     "parse_selector",
+    "placeholder_matchers",
     "placeholders",
     "quote",
     "unquote",
@@ -389,7 +390,7 @@ def _gauge(gauge: GaugeIndicator, by: Sequence[str], w: str, params: Params) -> 
     return f"{across[gauge.aggregate]}{_by(by)} ({over_time[gauge.aggregate]}(({query})[{w}:]))"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Membership:
     """Which series of a batched result belong to one target.
 
@@ -401,16 +402,16 @@ class Membership:
 
     exact: tuple[tuple[str, str], ...]
     patterns: tuple[tuple[str, re.Pattern[str]], ...]
+    values: tuple[str, ...] = field(init=False)  # the exact values, as :meth:`key` gives them
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", tuple(value for _, value in self.exact))
 
     def key(self, labels: Mapping[str, str]) -> tuple[str, ...] | None:
         """The values of the ``exact`` labels in ``labels`` (compared with :attr:`values`), or
         ``None`` when one is missing."""
         found = tuple(labels.get(label) for label, _ in self.exact)
         return None if None in found else cast(tuple[str, ...], found)
-
-    @cached_property
-    def values(self) -> tuple[str, ...]:
-        return tuple(value for _, value in self.exact)
 
     def admits(self, labels: Mapping[str, str]) -> bool:
         """Whether ``labels`` match the patterns (the exact values checked by key)."""
@@ -420,18 +421,31 @@ class Membership:
         )
 
 
-def membership(spec: SLOSpec, params: Mapping[str, str]) -> Membership:
-    """How to recognise the series of the target with ``params`` in a batched result."""
+def placeholder_matchers(spec: SLOSpec) -> tuple[tuple[str, str, str], ...]:
+    """``(label, op, value)`` of each matcher with a placeholder in the indicator's selectors:
+    all of ``spec`` that :func:`membership` reads. SLOs whose matchers are alike share their
+    targets' memberships."""
+    return tuple(
+        (matcher.label, matcher.op, matcher.value)
+        for selector in _selectors(spec.indicator)
+        for matcher in selector.matchers
+        if placeholders(matcher.value)
+    )
+
+
+def membership(
+    spec: SLOSpec | tuple[tuple[str, str, str], ...], params: Mapping[str, str]
+) -> Membership:
+    """How to recognise the series of the target with ``params`` in a batched result (of an
+    SLO, or of its :func:`placeholder_matchers`)."""
     exact: dict[str, str] = {}
     patterns: list[tuple[str, re.Pattern[str]]] = []
     bound = {name: [value] for name, value in params.items()}
-    for selector in _selectors(spec.indicator):
-        for matcher in selector.matchers:
-            if not placeholders(matcher.value):
-                continue
-            op, value = _fill_value(matcher.value, matcher.op, bound)
-            if op == "=":
-                exact[matcher.label] = value
-            else:
-                patterns.append((matcher.label, re.compile(value)))
+    matchers = spec if isinstance(spec, tuple) else placeholder_matchers(spec)
+    for label, op, text in matchers:
+        op, value = _fill_value(text, op, bound)
+        if op == "=":
+            exact[label] = value
+        else:
+            patterns.append((label, re.compile(value)))
     return Membership(tuple(sorted(exact.items())), tuple(patterns))
