@@ -343,6 +343,7 @@ def run(
     telemetry.leading = True
     wiring = replace(wiring, reconciler=telemetry.instrument(wiring.reconciler))
     heap.settle()  # what lives as long as the controller: out of the collector's way
+    heap.bound_arenas()  # before the threads: each would take an arena of its own
     try:
         if not once:
             listen = config.controller.spec.listen if config.controller else DEFAULT_LISTEN

@@ -1,8 +1,10 @@
-"""The controller's garbage-collector policy: paused while loading, long-lived objects frozen."""
+"""The controller's memory policy: the collector paused while loading, long-lived objects frozen,
+the C allocator's arenas bounded."""
 
 from __future__ import annotations
 
 import gc
+import platform
 from collections.abc import Iterator
 
 import pytest
@@ -42,3 +44,12 @@ def test_settling_freezes_what_is_alive() -> None:
     kept = [[] for _ in range(10)]
     heap.settle()
     assert gc.get_freeze_count() >= len(kept)
+
+
+def test_arenas_are_bounded_on_glibc_unless_the_operator_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert heap.bound_arenas() is (platform.libc_ver()[0] == "glibc")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert heap.bound_arenas() is False
