@@ -433,15 +433,12 @@ def placeholder_matchers(spec: SLOSpec) -> tuple[tuple[str, str, str], ...]:
     )
 
 
-def membership(
-    spec: SLOSpec | tuple[tuple[str, str, str], ...], params: Mapping[str, str]
-) -> Membership:
-    """How to recognise the series of the target with ``params`` in a batched result (of an
-    SLO, or of its :func:`placeholder_matchers`)."""
+def membership(matchers: tuple[tuple[str, str, str], ...], params: Mapping[str, str]) -> Membership:
+    """How to recognise the series of the target with ``params`` in a batched result of an
+    SLO with these :func:`placeholder_matchers`."""
     exact: dict[str, str] = {}
     patterns: list[tuple[str, re.Pattern[str]]] = []
     bound = {name: [value] for name, value in params.items()}
-    matchers = spec if isinstance(spec, tuple) else placeholder_matchers(spec)
     for label, op, text in matchers:
         op, value = _fill_value(text, op, bound)
         if op == "=":
