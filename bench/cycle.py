@@ -154,9 +154,10 @@ def measure(count: int, runs: int, *, telemetry: bool, plain_gc: bool) -> str:
             started, used = time.perf_counter(), time.process_time()
             with nullcontext() if plain_gc else heap.paused():
                 if watch is None:
-                    reconciler.cycle(chosen, now)
+                    for _ in reconciler.stream(chosen, now):  # as `trimtab run` takes them
+                        pass
                 else:
-                    watch.run_cycle(lambda now=now: reconciler.cycle(chosen, now))  # type: ignore[misc]
+                    watch.follow_cycle(lambda now=now: reconciler.stream(chosen, now), id)  # type: ignore[misc]
             times.append(time.perf_counter() - started)
             cpu.append(time.process_time() - used)
         scrape = ""

@@ -385,13 +385,14 @@ def _loop(wiring: Any, config: Config, telemetry: Any) -> None:
     groups = by_interval(wiring.targets)
     scheduler = BlockingScheduler(timezone=UTC, executors={"default": ThreadPoolExecutor(1)})
 
+    def say(decision: Any) -> None:  # the moves; every decision is in the log
+        if decision.action not in ("none", "hold"):
+            out.print(_one_line(decision.to_json()))
+
     def job(group: list[Any]) -> None:
         now = datetime.now(UTC)
         with heap.paused():  # a cycle's objects die young: no collection while they live
-            decisions = telemetry.run_cycle(lambda: wiring.reconciler.cycle(group, now))
-        for decision in decisions:
-            if decision.action not in ("none", "hold"):
-                out.print(_one_line(decision.to_json()))
+            telemetry.follow_cycle(lambda: wiring.reconciler.stream(group, now), say)
 
     for interval, group in groups.items():
         scheduler.add_job(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -94,13 +94,20 @@ class Reconciler:
         )
 
     def cycle(self, targets: Sequence[Target], now: datetime) -> list[Decision]:
-        """One measurement batch for every target, then one decision per target.
+        """One measurement batch for every target, then one decision per target: :meth:`stream`,
+        its decisions in a list."""
+        return list(self.stream(targets, now))
+
+    def stream(self, targets: Sequence[Target], now: datetime) -> Iterator[Decision]:
+        """A cycle whose decisions are yielded as each batch of them is committed.
 
         The targets are decided (steps 1-5) and committed (:meth:`_commit`) in batches of up
         to :data:`BATCH`: one batch of state writes, one append to the decision log, then the
         moves. Each move's intent and decision are durable before it is made, as in a cycle of
-        one target; a batch pays for durability a few times, not per target, and holds a
-        batch's turns in memory, not the whole fleet's.
+        one target; a batch pays for durability a few times, not per target. A caller that
+        lets each decision go holds one batch of them, not the fleet's: at 10,000 targets a
+        cycle's decisions are 23 MB. The cycle runs as its decisions are taken, so a caller
+        that stops early leaves the remaining targets for the next cycle.
         """
         states = {t.key: self.config.states.load(t.key) for t in targets}
         plans = {t.key: _requests(t, states[t.key], now) for t in targets}
@@ -111,7 +118,6 @@ class Reconciler:
         # controller's memory.
         results, source_error = dict(answer.results), answer.source_error
         del answer
-        decisions: list[Decision] = []
         for first in range(0, len(targets), BATCH):
             turns = []
             for target in targets[first : first + BATCH]:
@@ -119,8 +125,9 @@ class Reconciler:
                 mine = {r.key: results.pop(r.key) for r in requests if r.key in results}
                 measurements = Measurements(mine, source_error)
                 turns.append(self._decide(target, measurements, now, requests, state))
-            decisions.extend(self._commit(turns))
-        return decisions
+            decisions = self._commit(turns)
+            del turns
+            yield from decisions
 
     def reconcile(
         self,

@@ -184,3 +184,19 @@ def test_a_cycle_over_more_targets_than_a_batch_decides_records_and_moves_each_o
         assert moved.seen == [expected]
         assert moved.weights == FIRST_STEP
     assert DecisionLog(tmp_path / "decisions.jsonl").verify().ok
+
+
+def test_a_streamed_cycle_hands_over_each_batch_once_it_is_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`trimtab run` takes the decisions as each batch lands and keeps none of them."""
+    monkeypatch.setattr(reconcile, "BATCH", 2)
+    adapters: dict[str, FakeTrafficAdapter] = {t.key: FakeTrafficAdapter(START) for t in TARGETS}
+    stream = reconciler(tmp_path, adapters).stream(TARGETS, T0)
+    first = next(stream)
+    logged = [d.target for d in DecisionLog(tmp_path / "decisions.jsonl").records()]
+    assert logged == [first.target, TARGETS[1].key]  # the first batch, recorded
+    assert [adapters[t.key].weights for t in TARGETS] == [FIRST_STEP, FIRST_STEP, START]
+    rest = list(stream)
+    assert [d.target for d in [first, *rest]] == [t.key for t in TARGETS]
+    assert adapters[TARGETS[2].key].weights == FIRST_STEP

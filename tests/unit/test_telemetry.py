@@ -389,3 +389,35 @@ def test_the_exposition_escapes_what_the_text_format_escapes_and_parses_back(
     families = {f.name: f.type for f in text_string_to_metric_families(text)}
     assert families["trimtab_decisions"] == "counter"
     assert families["trimtab_route_weight"] == "gauge"
+
+
+def test_a_followed_cycle_records_each_decision_before_handing_it_on_and_keeps_none(
+    telemetry: Telemetry, spans: InMemorySpanExporter
+) -> None:
+    batch = [replace(decision({"a": 100}, {}), target=f"Balance/b{n}") for n in range(3)]
+    recorded_when_handed: list[float | None] = []
+
+    def each(d: Decision) -> None:
+        recorded_when_handed.append(
+            value(telemetry, "trimtab_decisions_total", target=d.target, action="drain")
+        )
+
+    assert telemetry.follow_cycle(lambda: iter(batch), each) == 3
+    assert recorded_when_handed == [1.0, 1.0, 1.0]
+    assert value(telemetry, "trimtab_cycle_duration_seconds_count") == 1.0
+    (cycle_span,) = [s for s in spans.get_finished_spans() if s.name == "trimtab.cycle"]
+    assert (cycle_span.attributes or {})["trimtab.decisions"] == 3
+
+
+def test_a_cycle_that_fails_midway_keeps_what_it_decided_before(telemetry: Telemetry) -> None:
+    def failing() -> Iterator[Decision]:
+        yield decision({"a": 100}, {})
+        raise RuntimeError("the log's disk is full")
+
+    handed: list[Decision] = []
+    with pytest.raises(RuntimeError):
+        telemetry.follow_cycle(failing, handed.append)
+    assert len(handed) == 1
+    assert value(telemetry, "trimtab_decisions_total", target="Balance/api", action="drain") == 1.0
+    assert value(telemetry, "trimtab_cycle_duration_seconds_count") is None  # no duration
+    assert telemetry.cycles == 0
