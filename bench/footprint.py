@@ -155,7 +155,7 @@ def measure(count: int, wanted: int, prometheus: str, promtool: str) -> None:
             scrape = time.perf_counter() - took
             peak = status(process.pid)["VmHWM"]
             stop.set()
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)
         if seen[0][0] != 0:
             seen.insert(0, (0, 0.0))

@@ -22,6 +22,7 @@ from trimtab.slo.rules import DEFAULT_RUNBOOK_BASE_URL, dump_rules, generate_rul
 from . import heap
 from .dashboards_cli import app as dashboards_app
 from .dashboards_cli import show_runbooks
+from .stopping import interrupt_on_sigterm
 from .terminal import Output, OutputFormat, err, out
 
 __all__ = ["app", "main"]
@@ -360,7 +361,8 @@ def run(
                     )
                 _print_decisions([d.to_json() for d in decisions], output)
                 return
-            _loop(wiring, config, telemetry)
+            with interrupt_on_sigterm():
+                _loop(wiring, config, telemetry)
     finally:
         telemetry.leading = False
         telemetry.shutdown()
@@ -404,6 +406,7 @@ def _loop(wiring: Any, config: Config, telemetry: Any) -> None:
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):
+        err.print("stopping; a cycle under way finishes first")
         scheduler.shutdown(wait=False)
 
 

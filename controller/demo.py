@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import httpx
 from rich.console import Console, Group
@@ -47,6 +46,7 @@ from trimtab.slo import load
 from trimtab.slo.routes import EnvoyRoute
 
 from .record import Decision
+from .stopping import interrupt_on_sigterm
 from .wiring import Wiring, wire
 
 __all__ = [
@@ -460,7 +460,7 @@ def run_demo(
     result = DemoResult(scenario_name, directory)
     live = console.is_terminal if live is None else live
     with ExitStack() as stack:
-        stack.enter_context(_interrupt_on_sigterm())
+        stack.enter_context(interrupt_on_sigterm())
         ports = {v: start_backend(stack, v, directory) for v in ("v1", "v2")}
         listen, admin = _free_port(), _free_port()
         path = directory / "demo.yaml"
@@ -541,20 +541,3 @@ def _line(decision: Decision) -> str:
         f"{decision.action.value:<9} v2 {w.current.get('v2', 0):3d}% → {w.desired.get('v2', 0):3d}%"
         f"  {_why(decision)}  [dim]{decision.id}[/]"
     )
-
-
-@contextmanager
-def _interrupt_on_sigterm() -> Iterator[None]:
-    """SIGTERM stops the demo like Ctrl-C: every child is stopped on the way out."""
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from servers import free_port
+from trimtab.controller.decisions import DecisionLog
+from trimtab.controller.leader import FileLeaderLock
 
 pytestmark = pytest.mark.integration
 
@@ -158,3 +163,37 @@ def test_a_tampered_history_fails_verification(workdir: Path) -> None:
     log.write_text(log.read_text().replace('"advance"', '"promote"'))
     verify = trimtab(workdir, "history", "-f", "trimtab.yaml", "--verify")
     assert verify.returncode == 1
+
+
+def test_sigterm_stops_the_loop_like_ctrl_c(workdir: Path) -> None:
+    """What Kubernetes and systemd send: the controller leaves as an interrupted one does (its
+    cycle finished, the leader lock released, exit status 0), not killed where it stands."""
+    config = workdir / "trimtab.yaml"
+    config.write_text(
+        config.read_text().replace(
+            "stateDir: state", f"stateDir: state\n  listen: 127.0.0.1:{free_port()}"
+        )
+    )
+    process = subprocess.Popen(
+        [TRIMTAB, "run", "-f", "trimtab.yaml", "--warmup", "1.5"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        log = DecisionLog(workdir / "state" / "decisions.jsonl")
+        for _ in range(600):  # the first cycle records its advance
+            if log.path.exists() and log.records():
+                break
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "stopping" in stderr
+    assert weights(workdir) == {"v1": 90, "v2": 10}
+    lock = FileLeaderLock(workdir / "state" / "leader.lock")
+    assert lock.try_acquire()
+    lock.release()
