@@ -44,6 +44,7 @@ from trimtab.slo.batching import (
     Assembly,
     Query,
     Sample,
+    Split,
     assemble,
     plan_what_can_be_planned,
 )
@@ -229,23 +230,27 @@ class PrometheusSource:
         assembly = Assembly(requests)
         failures: list[_Failure | None] = []  # per query: a success is split and let go of
         # The queries wait for Prometheus a few at a time, until it has evaluated them (its
-        # headers); their bodies are read, decoded and split one at a time, here. An answer for
-        # 10,000 targets is 1.4 MB of JSON and 20,000 series: read by the workers, every
-        # answer of a batch waited in memory while the first was split.
+        # headers); their bodies are read and decoded one at a time, here, each series split to
+        # its targets the moment it is decoded. An answer for 10,000 targets is 1.4 MB of JSON
+        # and 20,000 series: read by the workers, every answer of a batch waited in memory
+        # while the first was split; decoded whole, one answer's labels took 7 MB.
         sent = self._each(
             lambda q: self._send("/api/v1/query", _instant_form(q, when), stream=True), plan
         )
         try:
             for query, response in zip(plan, sent, strict=True):
-                outcome = self._instant(self._read(response), query.promql)
+                read = self._read(response)
                 del response
-                if isinstance(outcome, _Failure):
-                    assembly.add(query, outcome.reason)
-                    failures.append(outcome)
+                if isinstance(read, _Failure):
+                    failure: _Failure | None = read
+                    assembly.add(query, read.reason)
                 else:
-                    assembly.add(query, outcome)
-                    failures.append(None)
-                del outcome  # before waiting for the next answer
+                    split = assembly.split(query)
+                    failure = self._instant(read, query.promql, split)
+                    if failure is not None:
+                        split.fail(failure.reason)  # what it had split goes back out
+                failures.append(failure)
+                del read  # before waiting for the next answer
         finally:
             for unread in sent:  # only after an error here: their connections go back
                 if isinstance(unread, httpx.Response):
@@ -333,11 +338,12 @@ class PrometheusSource:
         self._last_error = failures[0].reason if failures else None
         return self._last_error if down else None
 
-    def _instant(self, sent: httpx.Response | _Failure, promql: str) -> list[Sample] | _Failure:
-        data = self._data(sent, promql)
+    def _instant(self, response: httpx.Response, promql: str, split: Split) -> _Failure | None:
+        """Decode an instant vector into ``split``; why it cannot be, or ``None``."""
+        data = self._data(response, promql, _splitting(split))
         if isinstance(data, _Failure):
             return data
-        return _vector(data, promql)
+        return _vector(data, promql, split)
 
     def _range(
         self, promql: str, times: Sequence[int], step_ms: int
@@ -364,11 +370,16 @@ class PrometheusSource:
     def _post(self, path: str, form: dict[str, str], promql: str) -> Mapping[str, Any] | _Failure:
         return self._data(self._send(path, form), promql)
 
-    def _data(self, sent: httpx.Response | _Failure, promql: str) -> Mapping[str, Any] | _Failure:
+    def _data(
+        self,
+        sent: httpx.Response | _Failure,
+        promql: str,
+        hook: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> Mapping[str, Any] | _Failure:
         """The ``data`` of an answer (:func:`_decode`), with credentials kept out of reasons."""
         if isinstance(sent, _Failure):
             return sent
-        outcome = _decode(sent, promql)
+        outcome = _decode(sent, promql, hook)
         if isinstance(outcome, _Failure) and self._auth is not None:
             return replace(outcome, reason=self._auth.redact(outcome.reason))
         return outcome
@@ -430,11 +441,14 @@ def _instant_form(query: Query, when: float) -> dict[str, str]:
     return {"query": query.promql, "time": f"{when:.3f}"}
 
 
-def _decode(response: httpx.Response, promql: str) -> Mapping[str, Any] | _Failure:
-    """The ``data`` of a Prometheus API answer, or why there is none."""
+def _decode(
+    response: httpx.Response, promql: str, hook: Callable[[dict[str, Any]], Any] | None = None
+) -> Mapping[str, Any] | _Failure:
+    """The ``data`` of a Prometheus API answer, or why there is none; ``hook`` is json's
+    object hook (none: objects stay dicts)."""
     status = f"HTTP {response.status_code} {response.reason_phrase}".strip()
     try:
-        body = response.json(object_hook=_sample)
+        body = response.json(object_hook=hook)
     except ValueError:
         body = None
     if not isinstance(body, dict) or body.get("status") not in ("success", "error"):
@@ -465,39 +479,48 @@ def _result(data: Mapping[str, Any], kind: str, promql: str) -> list[Any] | _Fai
     return result
 
 
-def _sample(obj: dict[str, Any]) -> Any:
-    """json's object hook: an instant vector's series becomes, as soon as it is decoded, the
-    sample it stands for, ``(labels, value)``; any other object stays as it is.
+_SPLIT = object()  # what a series decoded into a split leaves in the result list
 
-    An answer for 10,000 targets holds 20,000 series: as decoded objects they took 12 MB at
-    once, and the samples made from them 5 MB more.
+
+def _splitting(split: Split) -> Callable[[dict[str, Any]], Any]:
+    """json's object hook that hands each instant vector series, as soon as it is decoded, to
+    ``split`` as ``(labels, value)``; any other object stays as it is.
+
+    An answer for 10,000 targets holds 20,000 series: decoded whole, their objects took 12 MB
+    at once; as samples, 7 MB.
     """
-    if len(obj) != 2:
-        return obj
-    labels, value = obj.get("metric"), obj.get("value")
-    if type(labels) is not dict or type(value) is not list or len(value) != 2:
-        return obj
-    if type(value[1]) is not str or not all(type(v) is str for v in labels.values()):
-        return obj
-    try:
-        return labels, float(value[1])
-    except ValueError:
-        return obj
+
+    def hook(obj: dict[str, Any]) -> Any:
+        if len(obj) != 2:
+            return obj
+        labels, value = obj.get("metric"), obj.get("value")
+        if type(labels) is not dict or type(value) is not list or len(value) != 2:
+            return obj
+        if type(value[1]) is not str or not all(type(v) is str for v in labels.values()):
+            return obj
+        try:
+            number = float(value[1])
+        except ValueError:
+            return obj
+        split.add(labels, number)
+        return _SPLIT
+
+    return hook
 
 
-def _vector(data: Mapping[str, Any], promql: str) -> list[Sample] | _Failure:
-    """``[(labels, value)]`` of an instant vector (``"NaN"``, ``"+Inf"`` included): the
-    samples :func:`_sample` made as it was decoded."""
+def _vector(data: Mapping[str, Any], promql: str, split: Split) -> _Failure | None:
+    """Check that ``data`` is an instant vector (``"NaN"``, ``"+Inf"`` included) and hand
+    ``split`` the series the hook did not; ``None`` when it is one."""
     result = _result(data, "vector", promql)
     if isinstance(result, _Failure):
         return result
     try:
-        for index, item in enumerate(result):
-            if type(item) is not tuple:
-                result[index] = (_labels(item), float(item["value"][1]))
+        for item in result:
+            if item is not _SPLIT:
+                split.add(_labels(item), float(item["value"][1]))
     except (KeyError, TypeError, ValueError, IndexError, AttributeError):
         return _Failure("Prometheus answered a malformed vector", True)
-    return result
+    return None
 
 
 def _matrix(data: Mapping[str, Any], promql: str) -> list[tuple[Sample, int]] | _Failure:

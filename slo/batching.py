@@ -27,13 +27,21 @@ from typing import Literal
 from .health import WindowMeasurement, counts_events
 from .models import SLOSpec
 from .ports import Measurements, SeriesRequest, SeriesResult
-from .promql import Membership, batchable, compile_sli, membership, placeholder_matchers
+from .promql import (
+    Membership,
+    batchable,
+    compile_sli,
+    exact_params,
+    membership,
+    placeholder_matchers,
+)
 
 __all__ = [
     "Answer",
     "Assembly",
     "Query",
     "Sample",
+    "Split",
     "assemble",
     "plan_queries",
     "plan_what_can_be_planned",
@@ -151,6 +159,18 @@ def assemble(
 _VALUE, _EVENTS = 1, 2  # which numbers of a slot arrived (bits of ``_Table.seen``)
 _FIELDS: dict[Field, int] = {"value": _VALUE, "events": _EVENTS}
 _NONE: Mapping[float, str] = MappingProxyType({})  # no failed window: one shared empty mapping
+_UNMEASURED: Mapping[str, Mapping[float, WindowMeasurement]] = MappingProxyType({})  # no series
+
+
+def _plain_values(
+    names: tuple[str, ...], params: tuple[tuple[str, str], ...]
+) -> tuple[str, ...] | None:
+    """The values of the params ``names`` (``None`` when one is missing)."""
+    given = dict(params)
+    try:
+        return tuple(given[name] for name in names)
+    except KeyError:
+        return None
 
 
 class _Table:
@@ -225,6 +245,85 @@ class _Packed(Mapping[str, Mapping[float, WindowMeasurement]]):
         return repr(dict(self))
 
 
+class Split:
+    """One query's samples on their way into an :class:`Assembly`'s table (see
+    :meth:`Assembly.split`). :meth:`fail` takes back what was added: an answer found broken
+    after some of its samples were split counts as failed, as a whole."""
+
+    __slots__ = (
+        "_bit",
+        "_column",
+        "_errors",
+        "_firsts",
+        "_index",
+        "_names",
+        "_probe",
+        "_query",
+        "_table",
+        "_written",
+    )
+
+    def __init__(
+        self,
+        query: Query,
+        index: Mapping[tuple[str, ...], list[tuple[SeriesRequest, Membership | None, int]]],
+        probe: Membership | None,
+        table: _Table,
+        firsts: dict[tuple[str, str], dict[str, int]],
+        names: dict[str, str],
+        errors: dict[tuple[str, str], dict[float, str]],
+    ) -> None:
+        self._query, self._index = query, index
+        self._table, self._firsts, self._names, self._errors = table, firsts, names, errors
+        self._bit = _FIELDS[query.field]
+        self._column = table.values if self._bit == _VALUE else table.events
+        self._probe = probe  # how the members' exact labels are read off a series
+        self._written = array("q")  # the slots this split set, for fail()
+
+    def add(self, labels: Mapping[str, str], value: float) -> None:
+        """One sample: to the requests whose series it is, under its backend."""
+        probe = self._probe
+        expected = probe.key(labels) if probe is not None else None
+        found = self._index.get(expected) if expected is not None else None
+        if not found:
+            return
+        query, bit, table, firsts = self._query, self._bit, self._table, self._firsts
+        label = query.spec.backend_label  # every member's SLO compiles to this query alike
+        backend = labels.get(label) if label else ""
+        if backend is None:
+            return
+        backend = self._names.setdefault(backend, backend)
+        column, seen, written = self._column, table.seen, self._written
+        for member, belongs, offset in found:
+            if belongs is not None and belongs.patterns and not belongs.admits(labels):
+                continue
+            mine = firsts.get(member.key)
+            if mine is None:
+                mine = firsts[member.key] = {}
+            first = mine.get(backend)
+            if first is None:
+                first = mine[backend] = table.grow(len(member.windows))
+            slot = first + offset
+            if seen[slot] & bit:
+                self._errors[member.key][query.window] = (
+                    f"the query returned several series for backend {backend!r}; "
+                    f"group it by {label!r} and the params' labels"
+                )
+            seen[slot] |= bit
+            column[slot] = value
+            written.append(slot)
+
+    def fail(self, reason: str) -> None:
+        """The query failed: its requests' window fails with ``reason``, and what was added
+        is taken back."""
+        seen, bit = self._table.seen, self._bit
+        for slot in self._written:
+            seen[slot] &= ~bit
+        del self._written[:]
+        for member in self._query.members:
+            self._errors[member.key][self._query.window] = reason
+
+
 class Assembly:
     """:func:`assemble` one answer at a time: a source splits each answer as it arrives and
     lets go of it, so a batch never holds every answer at once (at 10,000 targets each holds
@@ -240,67 +339,58 @@ class Assembly:
         # (the SLO's placeholder matchers, numbered; params) → membership: the targets of SLOs
         # whose matchers are alike share one (at 10,000 targets, 30,000 were 10 MB a cycle)
         self._memberships: dict[tuple[int, tuple[tuple[str, str], ...]], Membership] = {}
-        self._matchers: dict[int, tuple[int, tuple[tuple[str, str, str], ...]]] = {}
+        self._matchers: dict[
+            int, tuple[int, tuple[tuple[str, str, str], ...], tuple[str, ...] | None]
+        ] = {}
         self._numbers: dict[tuple[tuple[str, str, str], ...], int] = {}
 
     def add(self, query: Query, answer: Answer) -> None:
         """Split one query's answer (or failure) to the requests it serves."""
-        window, bit = query.window, _FIELDS[query.field]
-        errors = self._errors
         if isinstance(answer, str):
             for member in query.members:
-                errors[member.key][window] = answer
+                self._errors[member.key][query.window] = answer
             return
+        split = self.split(query)
+        for labels, value in answer:
+            split.add(labels, value)
+
+    def split(self, query: Query) -> Split:
+        """Where one query's samples go, one at a time: a source can split an answer while it
+        decodes it, and never hold it whole (at 10,000 targets, 20,000 series of labels)."""
+        window = query.window
         # Index the members by the exact label values they expect, so splitting a batch of
         # N targets costs O(N + samples), not O(N × samples).
-        index: dict[tuple[str, ...], list[tuple[SeriesRequest, Membership, int]]]
+        index: dict[tuple[str, ...], list[tuple[SeriesRequest, Membership | None, int]]]
         index = defaultdict(list)
         memberships = self._memberships
+        probe: Membership | None = None
         for member in query.members:
-            number, matchers = self._placeholders(member.slo.spec)
-            cached = (number, member.params)
-            belongs = memberships.get(cached)
-            if belongs is None:
-                belongs = memberships[cached] = membership(matchers, member.param_map)
-            index[belongs.values].append((member, belongs, member.windows.index(window)))
-        probe = next(iter(index.values()))[0][1]
-        label = query.spec.backend_label  # every member's SLO compiles to this query alike
-        table, firsts, names = self._table, self._firsts, self._names
-        column, seen = (table.values if bit == _VALUE else table.events), table.seen
-        for labels, value in answer:
-            expected = probe.key(labels)
-            found = index.get(expected) if expected is not None else None
-            if not found:
-                continue
-            backend = labels.get(label) if label else ""
-            if backend is None:
-                continue
-            backend = names.setdefault(backend, backend)
-            for member, belongs, offset in found:
-                if belongs.patterns and not belongs.admits(labels):
-                    continue
-                mine = firsts.get(member.key)
-                if mine is None:
-                    mine = firsts[member.key] = {}
-                first = mine.get(backend)
-                if first is None:
-                    first = mine[backend] = table.grow(len(member.windows))
-                slot = first + offset
-                if seen[slot] & bit:
-                    errors[member.key][window] = (
-                        f"the query returned several series for backend {backend!r}; "
-                        f"group it by {label!r} and the params' labels"
-                    )
-                seen[slot] |= bit
-                column[slot] = value
+            number, matchers, names = self._placeholders(member.slo.spec)
+            belongs: Membership | None = None
+            values = _plain_values(names, member.params) if names is not None else None
+            if values is None:
+                cached = (number, member.params)
+                belongs = memberships.get(cached)
+                if belongs is None:
+                    belongs = memberships[cached] = membership(matchers, member.param_map)
+                values = belongs.values
+            if probe is None:
+                probe = belongs or membership(matchers, member.param_map)
+            index[values].append((member, belongs, member.windows.index(window)))
+        return Split(query, index, probe, self._table, self._firsts, self._names, self._errors)
 
-    def _placeholders(self, spec: SLOSpec) -> tuple[int, tuple[tuple[str, str, str], ...]]:
-        """The SLO's placeholder matchers, and the number they share with alike SLOs'."""
+    def _placeholders(
+        self, spec: SLOSpec
+    ) -> tuple[int, tuple[tuple[str, str, str], ...], tuple[str, ...] | None]:
+        """The SLO's placeholder matchers, the number they share with alike SLOs', and their
+        :func:`~trimtab.slo.promql.exact_params`: with those, a target's membership is its
+        values of the params, and costs no object (at 10,000 targets, 5 MB a cycle)."""
         known = self._matchers.get(id(spec))
         if known is None:
             matchers = placeholder_matchers(spec)
             number = self._numbers.setdefault(matchers, len(self._numbers))
-            known = self._matchers[id(spec)] = (number, matchers)
+            names = exact_params(matchers)
+            known = self._matchers[id(spec)] = (number, matchers, names)
         return known
 
     def measurements(self, source_error: str | None = None) -> Measurements:
@@ -311,7 +401,7 @@ class Assembly:
         results: dict[tuple[str, str], SeriesResult] = {}
         for request in self._requests:
             mine = firsts.get(request.key)
-            measured: Mapping[str, Mapping[float, WindowMeasurement]] = {}
+            measured = _UNMEASURED
             if mine:
                 names = shared.setdefault(tuple(mine), tuple(mine))
                 measured = _Packed(table, request.windows, names, tuple(mine.values()))

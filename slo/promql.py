@@ -34,6 +34,7 @@ __all__ = [
     "Selector",
     "batchable",
     "compile_sli",
+    "exact_params",
     "fill_selector",
     "grouping_labels",
     "le_matcher",
@@ -431,6 +432,22 @@ def placeholder_matchers(spec: SLOSpec) -> tuple[tuple[str, str, str], ...]:
         for matcher in selector.matchers
         if placeholders(matcher.value)
     )
+
+
+def exact_params(matchers: tuple[tuple[str, str, str], ...]) -> tuple[str, ...] | None:
+    """When each of these :func:`placeholder_matchers` is ``label="{{name}}"``, each on a label
+    of its own: the names, in the order of :attr:`Membership.values`. A target's membership is
+    then just its values of those params (and its series those whose labels hold them)."""
+    labels = [label for label, _, _ in matchers]
+    if len(set(labels)) != len(labels):
+        return None
+    names = []
+    for _, op, value in sorted(matchers):
+        whole = _PLACEHOLDER.fullmatch(value)
+        if op != "=" or whole is None:
+            return None
+        names.append(whole.group(1))
+    return tuple(names)
 
 
 def membership(matchers: tuple[tuple[str, str, str], ...], params: Mapping[str, str]) -> Membership:

@@ -539,6 +539,15 @@ ERROR_JSON = b'{"status":"error","errorType":"%s","error":"%s"}'
             "Prometheus answered a malformed vector",
             True,
         ),
+        (  # broken after a good series, already split when the break is found
+            Reply(
+                200,
+                b'{"status":"success","data":{"resultType":"vector","result":['
+                b'{"metric":{"version":"v1","zone":"zone-a"},"value":[1,"0.0001"]},{"value":[1]}]}}',
+            ),
+            "Prometheus answered a malformed vector",
+            True,
+        ),
     ],
 )
 def test_bad_answers_are_unknown_with_the_cause_then_recover(

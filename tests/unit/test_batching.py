@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from trimtab.slo import load_text
-from trimtab.slo.batching import Query, assemble, plan_queries
+from trimtab.slo.batching import Assembly, Query, assemble, plan_queries
 from trimtab.slo.health import Level, health_windows
 from trimtab.slo.ports import SeriesRequest
+from trimtab.slo.promql import exact_params, membership
 
 CONFIG = load_text(
     """
@@ -121,6 +122,27 @@ def test_a_failed_query_makes_its_windows_unknown_with_the_reason() -> None:
     assert health.error == "HTTP 500"
 
 
+def test_an_answer_that_fails_after_some_of_it_was_split_leaves_none_of_its_values() -> None:
+    """A source splits an answer as it decodes it; one found broken midway fails as a whole,
+    and only its own field and window: the other queries' numbers stay."""
+    requests = [request("errors", "cart")]
+    queries = plan_queries(requests)
+    assembly = Assembly(requests)
+    for q in queries:
+        split = assembly.split(q)
+        for labels, value in _answer(q):
+            split.add(labels, value)
+        if q.window == 300.0 and q.field == "value":
+            split.fail("Prometheus answered a malformed vector")
+    result = assembly.measurements()[requests[0]]
+    five_minutes = result.windows("v1")[300.0]
+    assert five_minutes.value is None  # taken back
+    assert five_minutes.events == 600.0  # another query's
+    assert result.errors == {300.0: "Prometheus answered a malformed vector"}
+    assert all(w.value is not None for window, w in result.windows("v2").items() if window != 300.0)
+    assert result.health("v1").level is Level.UNKNOWN
+
+
 def test_a_backend_missing_from_the_answer_is_unknown_and_others_are_judged() -> None:
     requests = [request("errors", "cart")]
     queries = plan_queries(requests)
@@ -181,3 +203,54 @@ spec:
     measurements = assemble(requests, [(queries[0], rows)])
     assert measurements[requests[0]].health("z1").level is Level.UNAVAILABLE
     assert measurements[requests[1]].health("z1").level is Level.HEALTHY
+
+
+@pytest.mark.parametrize(
+    ("matchers", "names"),
+    [
+        ((("service", "=", "{{service}}"),), ("service",)),
+        ((("service", "=", "{{ service }}"),), ("service",)),
+        ((("b", "=", "{{y}}"), ("a", "=", "{{x}}")), ("x", "y")),  # in the labels' order
+        ((), ()),
+        ((("service", "=", "{{service}}-api"),), None),
+        ((("service", "=~", "{{service}}"),), None),
+        ((("a", "=", "{{x}}"), ("a", "=", "{{y}}")), None),
+    ],
+)
+def test_exact_params_are_the_names_of_whole_placeholders_on_labels_of_their_own(
+    matchers: tuple[tuple[str, str, str], ...], names: tuple[str, ...] | None
+) -> None:
+    assert exact_params(matchers) == names
+    if names is not None:  # what the membership would have expected of a series
+        params = {name: f"value-of-{name}" for name in names}
+        assert membership(matchers, params).values == tuple(params[n] for n in names)
+
+
+def test_a_placeholder_in_a_pattern_still_decides_which_series_belong() -> None:
+    slo = load_text(
+        """
+apiVersion: trimtab.dev/v1alpha1
+kind: SLO
+metadata: {name: pods}
+spec:
+  service: shop
+  backendLabel: version
+  indicator:
+    gauge: {query: 'queue_depth{service="{{service}}", pod=~"{{service}}-.+"}'}
+  health: {degraded: {above: 10}, unavailable: {above: 50}}
+""",
+        "pods.yaml",
+    ).slos["pods"]
+    requests = [
+        SeriesRequest.of(f"Balance/{s}", slo, {"service": s}, health_windows(slo.spec))
+        for s in ("a", "b")
+    ]
+    (query,) = plan_queries(requests)
+    rows = [
+        ({"version": "v1", "service": "a", "pod": "a-1"}, 60.0),
+        ({"version": "v1", "service": "b", "pod": "elsewhere"}, 60.0),  # not b's pattern
+        ({"version": "v1", "service": "b", "pod": "b-1"}, 1.0),
+    ]
+    measurements = assemble(requests, [(query, rows)])
+    assert measurements[requests[0]].health("v1").level is Level.UNAVAILABLE
+    assert measurements[requests[1]].health("v1").level is Level.HEALTHY
