@@ -106,9 +106,8 @@ class FileAdapter:
             raise ValueError(f"backends must be distinct, not {names}")
         for name in names:
             check_backend(name)
-        self.path = Path(route.path)
         self._file = OwnedFile(
-            self.path,
+            route.path,
             owner="the file adapter",
             what="the weights file",
             max_bytes=MAX_BYTES,
@@ -119,6 +118,11 @@ class FileAdapter:
         self.initial = validate_weights(initial, names) if initial is not None else None
         self.create = create
         self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        """The weights file."""
+        return self._file.path
 
     def __repr__(self) -> str:
         return f"FileAdapter({str(self.path)!r}, backends={list(self.backends)!r})"
