@@ -28,9 +28,11 @@ from .health import WindowMeasurement, counts_events
 from .models import SLOSpec
 from .ports import Measurements, SeriesRequest, SeriesResult
 from .promql import (
+    Counting,
     Membership,
     batchable,
     compile_sli,
+    counting,
     exact_params,
     membership,
     placeholder_matchers,
@@ -47,7 +49,7 @@ __all__ = [
     "plan_what_can_be_planned",
 ]
 
-Field = Literal["value", "events"]
+Field = Literal["value", "events", "counted"]
 Sample = tuple[Mapping[str, str], float]
 Answer = Sequence[Sample] | str
 """The samples a query returned (labels, value), or the reason it failed."""
@@ -68,6 +70,10 @@ class Query:
 
 
 def _fields(spec: SLOSpec) -> tuple[Field, ...]:
+    """What is queried of ``spec`` per window: an error ratio as two counts (the bad or good
+    requests, and all of them), other SLIs as they are, with the count when there is one."""
+    if counting(spec) is not None:
+        return ("counted", "events")
     return ("value", "events") if counts_events(spec) else ("value",)
 
 
@@ -75,7 +81,8 @@ def _text(
     spec: SLOSpec, window: float, field: Field, params: Mapping[str, Sequence[str]] | None
 ) -> str:
     sli = compile_sli(spec, window, params)
-    text = sli.events if field == "events" else (sli.ratio or sli.value)
+    texts = {"events": sli.events, "counted": sli.counted, "value": sli.ratio or sli.value}
+    text = texts[field]
     assert text is not None
     return text
 
@@ -86,10 +93,14 @@ def plan_queries(
     """The queries that answer ``requests``, each serving every request it can."""
     groups: dict[tuple[str, Field, float], list[SeriesRequest]] = defaultdict(list)
     generic: dict[tuple[int, float, Field], str] = {}  # targets share SLO objects: compile once
+    fields: dict[int, tuple[Field, ...]] = {}
     for request in requests:
         spec = request.slo.spec
+        asked = fields.get(id(spec))
+        if asked is None:
+            asked = fields[id(spec)] = _fields(spec)
         for window in request.windows:
-            for field in _fields(spec):
+            for field in asked:
                 key = (id(spec), window, field)
                 if key not in generic:
                     generic[key] = _text(spec, window, field, None)
@@ -156,8 +167,8 @@ def assemble(
     return assembly.measurements(source_error)
 
 
-_VALUE, _EVENTS = 1, 2  # which numbers of a slot arrived (bits of ``_Table.seen``)
-_FIELDS: dict[Field, int] = {"value": _VALUE, "events": _EVENTS}
+_VALUE, _EVENTS, _COUNTED = 1, 2, 4  # which numbers of a slot arrived (``_Table.seen``'s bits)
+_FIELDS: dict[Field, int] = {"value": _VALUE, "events": _EVENTS, "counted": _COUNTED}
 _NONE: Mapping[float, str] = MappingProxyType({})  # no failed window: one shared empty mapping
 _UNMEASURED: Mapping[str, Mapping[float, WindowMeasurement]] = MappingProxyType({})  # no series
 
@@ -195,21 +206,32 @@ class _Table:
         self.seen.extend(bytes(slots))
         return first
 
-    def at(self, slot: int) -> WindowMeasurement | None:
+    def at(
+        self, slot: int, counting: Counting | None, failed: bool = False
+    ) -> WindowMeasurement | None:
+        """The slot's measurement; with ``counting``, the value column holds the counted
+        requests, and the value is the ratio they make of the events — none when a query of
+        the window ``failed`` (an unanswered count is not a count of zero)."""
         seen = self.seen[slot]
         if not seen:
             return None
-        return WindowMeasurement(
-            self.values[slot] if seen & _VALUE else None,
-            self.events[slot] if seen & _EVENTS else None,
-        )
+        events = self.events[slot] if seen & _EVENTS else None
+        if counting is None:
+            value = self.values[slot] if seen & _VALUE else None
+        elif events is None:
+            return None  # counted requests without the count of all say nothing
+        elif failed:
+            value = None
+        else:
+            value = counting.ratio(self.values[slot] if seen & _COUNTED else None, events)
+        return WindowMeasurement(value, events)
 
 
 class _Packed(Mapping[str, Mapping[float, WindowMeasurement]]):
     """One request's measurements, per backend, per window: read from its batch's table when
     asked (a result is judged once or twice a cycle, then let go of)."""
 
-    __slots__ = ("_firsts", "_names", "_table", "_windows")
+    __slots__ = ("_counting", "_failed", "_firsts", "_names", "_table", "_windows")
 
     def __init__(
         self,
@@ -217,17 +239,20 @@ class _Packed(Mapping[str, Mapping[float, WindowMeasurement]]):
         windows: tuple[float, ...],
         names: tuple[str, ...],
         firsts: tuple[int, ...],
+        counting: Counting | None,
+        failed: Mapping[float, str],
     ) -> None:
         self._table, self._windows, self._names, self._firsts = table, windows, names, firsts
+        self._counting, self._failed = counting, failed
 
     def __getitem__(self, backend: str) -> Mapping[float, WindowMeasurement]:
         if backend not in self._names:
             raise KeyError(backend)
         first = self._firsts[self._names.index(backend)]
-        at = self._table.at
+        at, counting, failed = self._table.at, self._counting, self._failed
         found = {}
         for offset, window in enumerate(self._windows):
-            measured = at(first + offset)
+            measured = at(first + offset, counting, window in failed)
             if measured is not None:
                 found[window] = measured
         return found
@@ -276,7 +301,7 @@ class Split:
         self._query, self._index = query, index
         self._table, self._firsts, self._names, self._errors = table, firsts, names, errors
         self._bit = _FIELDS[query.field]
-        self._column = table.values if self._bit == _VALUE else table.events
+        self._column = table.events if self._bit == _EVENTS else table.values
         self._probe = probe  # how the members' exact labels are read off a series
         self._written = array("q")  # the slots this split set, for fail()
 
@@ -398,12 +423,18 @@ class Assembly:
         table, firsts, errors = self._table, self._firsts, self._errors
         self._table, self._firsts = _Table(), {}
         shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # equal lists of backends: one tuple
+        countings: dict[int, Counting | None] = {}
         results: dict[tuple[str, str], SeriesResult] = {}
         for request in self._requests:
             mine = firsts.get(request.key)
+            failed = errors.get(request.key) or _NONE
             measured = _UNMEASURED
             if mine:
                 names = shared.setdefault(tuple(mine), tuple(mine))
-                measured = _Packed(table, request.windows, names, tuple(mine.values()))
-            results[request.key] = SeriesResult(request, measured, errors.get(request.key) or _NONE)
+                spec = request.slo.spec
+                if id(spec) not in countings:
+                    countings[id(spec)] = counting(spec)
+                starts, how = tuple(mine.values()), countings[id(spec)]
+                measured = _Packed(table, request.windows, names, starts, how, failed)
+            results[request.key] = SeriesResult(request, measured, failed)
         return Measurements(results, source_error)

@@ -34,7 +34,7 @@ from functools import lru_cache
 from typing import Literal, Protocol
 
 from .batching import Answer, Query, Sample
-from .models import UNIT_PER_SECOND, SLOSpec
+from .models import UNIT_PER_SECOND, LatencyIndicator, SLOSpec
 from .presets import resolve
 from .promql import (
     GaugeShape,
@@ -44,6 +44,7 @@ from .promql import (
     fill_query,
     fill_selector,
     grouping_labels,
+    ieee_divide,
     parse_gauge,
     parse_selector,
 )
@@ -202,7 +203,7 @@ def extrapolated_rate(
     extrapolate_to = sampled
     extrapolate_to += to_start if to_start < threshold else average / 2
     extrapolate_to += to_end if to_end < threshold else average / 2
-    factor = _divide(extrapolate_to, sampled)
+    factor = ieee_divide(extrapolate_to, sampled)
     if is_rate:
         factor /= (end_ms - start_ms) / 1000
     return result * factor
@@ -327,7 +328,7 @@ def bucket_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float:
         start = coalesced[b - 1][0]
         count -= coalesced[b - 1][1]
         rank -= coalesced[b - 1][1]
-    return start + (end - start) * _divide(rank, count)
+    return start + (end - start) * ieee_divide(rank, count)
 
 
 def histogram_quantile(q: float, samples: Iterable[Sample]) -> list[Sample]:
@@ -340,15 +341,6 @@ def histogram_quantile(q: float, samples: Iterable[Sample]) -> list[Sample]:
         key = tuple(sorted((k, v) for k, v in labels.items() if k not in ("le", NAME)))
         groups[key].append((bound, value))
     return [(dict(key), bucket_quantile(q, buckets)) for key, buckets in groups.items()]
-
-
-def _divide(a: float, b: float) -> float:
-    """IEEE division, as Go and PromQL do it: x/0 is ±Inf, 0/0 is NaN."""
-    if b != 0:
-        return a / b
-    if a == 0 or math.isnan(a):
-        return math.nan
-    return math.copysign(math.inf, a) * math.copysign(1.0, b)
 
 
 # ---------------------------------------------------------------------------------- indicators
@@ -428,39 +420,27 @@ def _events(
     return aggregate_by("sum", by, _ranged(store, selector, at, window, increase))
 
 
-def _error_ratio(
+def _counted(
     spec: SLOSpec, store: SeriesStore, query: Query, at: float, by: Sequence[str]
 ) -> list[Sample]:
-    er = resolve(spec.indicator).error_ratio
-    assert er is not None
-    counted_selector, total_selector = read_selectors(spec, query.params)
-    total = _sum_rate(store, total_selector, at, query.window, by)
-    counted = _sum_rate(store, counted_selector, at, query.window, by)
-    # (counted or 0 * total) / total: a group without counted series counts zero.
-    out: list[Sample] = []
-    for key, denominator in total.items():
-        numerator = counted.get(key, 0.0 * denominator)
-        share = _divide(numerator, denominator)
-        out.append((dict(key), share if er.errors is not None else 1 - share))
-    return out
+    """The bad (or good) requests over the window: ``CompiledSLI.counted``."""
+    plain = resolve(spec.indicator)
+    counted_selector, _ = read_selectors(spec, query.params)
+    if plain.latency is not None:
+        store = _Filtered(store, _at_threshold(plain.latency))
+    return _events(store, counted_selector, at, query.window, by)
 
 
-def _latency(
-    spec: SLOSpec, store: SeriesStore, query: Query, at: float, by: Sequence[str]
-) -> list[Sample]:
-    lat = resolve(spec.indicator).latency
-    assert lat is not None
-    bucket_selector, count_selector = read_selectors(spec, query.params)
+def _at_threshold(lat: LatencyIndicator) -> Callable[[Mapping[str, str]], bool]:
+    """Whether a bucket series is the `le` bucket equal to the threshold, compared as numbers
+    ("0.25" = "0.250")."""
     bound = lat.threshold * UNIT_PER_SECOND[lat.unit]
 
     def at_threshold(labels: Mapping[str, str]) -> bool:
-        # The `le` bucket equal to the threshold, compared as numbers ("0.25" = "0.250").
         le = _parse_bound(labels.get("le", ""))
         return le is not None and math.isclose(le, bound, rel_tol=1e-9, abs_tol=1e-12)
 
-    fast = _sum_rate(_Filtered(store, at_threshold), bucket_selector, at, query.window, by)
-    total = _sum_rate(store, count_selector, at, query.window, by)
-    return [(dict(k), 1 - _divide(fast[k], total[k])) for k in fast if k in total]
+    return at_threshold
 
 
 def _quantile(
@@ -532,10 +512,10 @@ def evaluate(query: Query, at: float, store: SeriesStore, *, gauge_step: float =
         if query.field == "events":
             _, count_selector = read_selectors(spec, query.params)
             return _events(store, count_selector, at, query.window, by)
-        if plain.error_ratio is not None:
-            return _error_ratio(spec, store, query, at, by)
-        if plain.latency is not None:
-            return _latency(spec, store, query, at, by)
+        if query.field == "counted":
+            return _counted(spec, store, query, at, by)
+        if plain.error_ratio is not None or plain.latency is not None:
+            return f"{query.field!r} is not asked of an error ratio: its counts are"
         if plain.quantile is not None:
             return _quantile(spec, store, query, at, by)
         return _gauge(spec, store, query, at, by, gauge_step)

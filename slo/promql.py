@@ -14,6 +14,7 @@ for the range of full queries (``events``, ``raw``).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from .presets import resolve
 
 __all__ = [
     "CompiledSLI",
+    "Counting",
     "GaugeShape",
     "Matcher",
     "Membership",
@@ -34,9 +36,11 @@ __all__ = [
     "Selector",
     "batchable",
     "compile_sli",
+    "counting",
     "exact_params",
     "fill_selector",
     "grouping_labels",
+    "ieee_divide",
     "le_matcher",
     "membership",
     "parse_gauge",
@@ -86,6 +90,11 @@ class CompiledSLI:
 
     ``ratio`` (budget-based: the error ratio) or ``value`` (value-based) is set; ``events`` is
     the request count over the window where the indicator knows it. ``by`` is the grouping.
+
+    ``counted`` (error ratio and latency indicators) counts the bad or good requests over the
+    window, as ``events`` counts them all: with :func:`counting`, the two give the ratio
+    without Prometheus evaluating ``ratio``'s selectors a second time (a rate is the
+    increase over the window's seconds, so the shares are equal).
     """
 
     window: float
@@ -93,6 +102,44 @@ class CompiledSLI:
     ratio: str | None = None
     value: str | None = None
     events: str | None = None
+    counted: str | None = None
+
+
+@dataclass(frozen=True)
+class Counting:
+    """How the error ratio follows from :attr:`CompiledSLI.counted` and ``events``, as
+    :attr:`CompiledSLI.ratio` computes it."""
+
+    bad: bool  # counted are the bad events (else the good ones: the ratio is 1 − share)
+    absent_is_zero: bool  # a group without counted series counted none (else it has no ratio)
+
+    def ratio(self, counted: float | None, events: float) -> float | None:
+        """The error ratio of ``counted`` among ``events`` (``None``: no counted series)."""
+        if counted is None:
+            if not self.absent_is_zero:
+                return None
+            counted = 0.0 * events
+        share = ieee_divide(counted, events)
+        return share if self.bad else 1 - share
+
+
+def counting(spec: SLOSpec) -> Counting | None:
+    """How ``spec``'s ratio follows from counts (``None``: its SLI is queried as it is)."""
+    plain = resolve(spec.indicator)
+    if plain.error_ratio is not None:  # (counted or 0 * total) / total
+        return Counting(bad=plain.error_ratio.errors is not None, absent_is_zero=True)
+    if plain.latency is not None:  # 1 - fast / total
+        return Counting(bad=False, absent_is_zero=False)
+    return None
+
+
+def ieee_divide(a: float, b: float) -> float:
+    """IEEE division, as Go and PromQL do it: x/0 is ±Inf, 0/0 is NaN."""
+    if b != 0:
+        return a / b
+    if a == 0 or math.isnan(a):
+        return math.nan
+    return math.copysign(math.inf, a) * math.copysign(1.0, b)
 
 
 _ESCAPE = re.compile(r'\\(?:(["\\\'abfnrtv])|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|([0-7]{3})|(.))')
@@ -344,7 +391,8 @@ def compile_sli(spec: SLOSpec, window: float, params: Params = None) -> Compiled
         share = f"({counted} or 0 * {total}) / {total}"
         ratio = share if er.errors is not None else f"1 - {share}"
         events = f"{sum_by} (increase({_render(parse_selector(er.total), params)}[{w}]))"
-        return CompiledSLI(window, by, ratio=ratio, events=events)
+        tally = f"{sum_by} (increase({_render(part, params)}[{w}]))"
+        return CompiledSLI(window, by, ratio=ratio, events=events, counted=tally)
 
     if plain.latency is not None:
         lat = plain.latency
@@ -355,7 +403,8 @@ def compile_sli(spec: SLOSpec, window: float, params: Params = None) -> Compiled
         total = f"{sum_by} (rate({_render(count, params)}[{w}]))"
         ratio = f"1 - {sum_by} (rate({fast}[{w}])) / {total}"
         events = f"{sum_by} (increase({_render(count, params)}[{w}]))"
-        return CompiledSLI(window, by, ratio=ratio, events=events)
+        tally = f"{sum_by} (increase({fast}[{w}]))"
+        return CompiledSLI(window, by, ratio=ratio, events=events, counted=tally)
 
     if plain.quantile is not None:
         q = plain.quantile

@@ -459,7 +459,10 @@ def healthy_answer(recorded: Recorded) -> Reply:
         "service": "checkout",
         "zone": "zone-a",
     }
-    return prometheus_vector([(labels, "1000" if "increase(" in query else "0")])
+    counts_errors = "5.." in query  # the errors among the requests: none
+    return prometheus_vector(
+        [(labels, "1000" if "increase(" in query and not counts_errors else "0")]
+    )
 
 
 STAND_IN_REQUESTS = [request("errors", "checkout"), request("queue", "checkout")]

@@ -93,11 +93,13 @@ def test_full_queries_with_placeholders_are_sent_once_per_params() -> None:
 
 
 def _answer(query: Query) -> list[tuple[dict[str, str], float]]:
+    """600 requests per window; the error ratio, or the errors among them."""
+    assert query.field in ("events", "counted")  # an error ratio comes as two counts
     rows = []
     for service, bad in (("cart", 0.5), ("checkout", 0.0001)):
         for version, share in (("v1", 0.0001), ("v2", bad)):
             labels = {"service": service, "version": version}
-            rows.append((labels, 600.0 if query.field == "events" else share))
+            rows.append((labels, 600.0 if query.field == "events" else share * 600.0))
     return rows
 
 
@@ -132,7 +134,7 @@ def test_an_answer_that_fails_after_some_of_it_was_split_leaves_none_of_its_valu
         split = assembly.split(q)
         for labels, value in _answer(q):
             split.add(labels, value)
-        if q.window == 300.0 and q.field == "value":
+        if q.window == 300.0 and q.field == "counted":
             split.fail("Prometheus answered a malformed vector")
     result = assembly.measurements()[requests[0]]
     five_minutes = result.windows("v1")[300.0]

@@ -11,7 +11,7 @@ import math
 
 import pytest
 from trimtab.slo import load_text
-from trimtab.slo.batching import Query, Sample, plan_queries
+from trimtab.slo.batching import Query, Sample, assemble, plan_queries
 from trimtab.slo.evaluate import (
     FREE_PROMQL,
     UNSUPPORTED_GAUGE,
@@ -365,6 +365,17 @@ def by(answer: object, label: str) -> dict[str, float]:
     return {labels[label]: value for labels, value in answer}
 
 
+def ratios(name: str, service: str, store: StaticStore) -> dict[str, float | None]:
+    """The error ratio per version over the SLO's first window at t=120, as a cycle gets it:
+    the plan's counts evaluated, then assembled."""
+    slo = CONFIG.slos[name]
+    windows = health_windows(slo.spec)
+    request = SeriesRequest.of(f"Rollout/{service}", slo, {"service": service}, windows)
+    answers = [(q, evaluate(q, 120, store)) for q in plan_queries([request])]
+    result = assemble([request], answers)[request]
+    return {b: result.windows(b)[windows[0]].value for b in result.backends}
+
+
 def test_error_ratio_counts_a_backend_without_error_series_as_zero() -> None:
     store = StaticStore(
         [
@@ -407,8 +418,8 @@ def test_error_ratio_counts_a_backend_without_error_series_as_zero() -> None:
         ]
     )
     plan = queries("errors", "cart")
-    ratio = by(evaluate(plan["value"], 120, store), "version")
-    assert ratio == {"v1": 0.0, "v2": pytest.approx(0.1)}
+    assert ratios("errors", "cart", store) == {"v1": 0.0, "v2": pytest.approx(0.1)}
+    assert by(evaluate(plan["counted"], 120, store), "version") == {"v2": pytest.approx(60)}
     # a window of 60 s fully sampled every 10 s: increase = rate · 60, exactly
     assert by(evaluate(plan["events"], 120, store), "version") == {
         "v1": pytest.approx(600),
@@ -444,15 +455,13 @@ def test_latency_reads_the_bucket_equal_to_the_threshold_in_the_histogram_unit()
         histogram("v1", {"100": 50, "250.0": 90, "+Inf": 100})
         + histogram("v2", {"100": 10, "250": 40, "+Inf": 100})
     )
-    assert by(evaluate(queries("slow", "shop")["value"], 120, store), "version") == {
-        "v1": pytest.approx(0.1),
-        "v2": pytest.approx(0.6),
-    }
+    assert ratios("slow", "shop", store) == {"v1": pytest.approx(0.1), "v2": pytest.approx(0.6)}
 
 
 def test_latency_without_a_bucket_at_the_threshold_has_no_value() -> None:
     store = StaticStore(histogram("v1", {"100": 50, "500": 90, "+Inf": 100}))
-    assert evaluate(queries("slow", "shop")["value"], 120, store) == []
+    assert evaluate(queries("slow", "shop")["counted"], 120, store) == []
+    assert ratios("slow", "shop", store) == {"v1": None}  # requests counted, no ratio
 
 
 def test_quantile_sums_buckets_by_backend_and_converts_to_seconds() -> None:
