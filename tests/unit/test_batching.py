@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from trimtab.slo import load_text
 from trimtab.slo.batching import Assembly, Query, assemble, plan_queries
 from trimtab.slo.health import Level, health_windows
 from trimtab.slo.ports import SeriesRequest
-from trimtab.slo.promql import exact_params, membership
+from trimtab.slo.promql import Counting, exact_params, membership
 
 CONFIG = load_text(
     """
@@ -65,7 +67,11 @@ def test_many_targets_of_one_indicator_share_one_query_per_window_and_field() ->
     requests = [request("errors", f"svc{i}") for i in range(50)]
     queries = plan_queries(requests)
     windows = len(health_windows(ERRORS.spec))
-    assert len(queries) == windows * 2  # the ratio and the request count per window
+    assert len(queries) == windows * 2  # per window, the errors and all requests, counted
+    assert {q.field for q in queries} == {"counted", "events"}
+    counted = next(q for q in queries if q.field == "counted")
+    assert "increase(http_requests_total{" in counted.promql
+    assert 'code=~"5.."' in counted.promql
     assert all(len(q.members) == 50 for q in queries)
 
 
@@ -256,3 +262,27 @@ spec:
     measurements = assemble(requests, [(query, rows)])
     assert measurements[requests[0]].health("v1").level is Level.UNAVAILABLE
     assert measurements[requests[1]].health("v1").level is Level.HEALTHY
+
+
+@pytest.mark.parametrize(
+    ("bad", "absent_is_zero", "counted", "events", "ratio"),
+    [
+        (True, True, 6.0, 600.0, 0.01),
+        (True, True, None, 600.0, 0.0),  # errors: (counted or 0 * total) / total
+        (False, True, 594.0, 600.0, 0.01),  # good requests: 1 - share
+        (False, True, None, 600.0, 1.0),
+        (False, False, None, 600.0, None),  # latency: no bucket at the threshold, no ratio
+        (True, True, 0.0, 0.0, math.nan),  # PromQL's 0/0
+        (True, True, 3.0, 0.0, math.inf),
+    ],
+)
+def test_counts_make_the_ratio_the_ratio_query_makes(
+    bad: bool, absent_is_zero: bool, counted: float | None, events: float, ratio: float | None
+) -> None:
+    got = Counting(bad, absent_is_zero).ratio(counted, events)
+    if ratio is None or got is None:
+        assert got is ratio
+    elif math.isnan(ratio):
+        assert math.isnan(got)
+    else:
+        assert got == pytest.approx(ratio)
