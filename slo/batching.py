@@ -11,6 +11,11 @@ Full queries (``events``, ``raw``, and gauges other than a selector or an aggreg
 the placeholders' labels) group as the user wrote them; with placeholders they are sent once per
 distinct params.
 
+Per window, an error ratio (``errorRatio``, ``latency``) is asked as two counts — the bad or
+good requests (``counted``) and all of them (``events``) — and the ratio made here
+(:class:`~trimtab.slo.promql.Counting`); other SLIs are asked as they are (``value``), with the
+request count when the indicator knows it.
+
 Sources use this module as their plan: :func:`plan_queries`, run each :class:`Query` their own
 way (PromQL over HTTP, or the embedded scraper's evaluator), then :func:`assemble`.
 """

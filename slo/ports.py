@@ -44,6 +44,12 @@ class SeriesRequest:
     params: tuple[tuple[str, str], ...] = ()  # sorted (placeholder, value) pairs
     windows: tuple[float, ...] = ()  # the windows measured
     clipped: tuple[tuple[float, float], ...] = ()  # (SLO window, shorter window measured)
+    # ``(target, slo name)``: how results are looked up. One tuple, not one per lookup: a
+    # batch keys three dicts by it (at 10,000 targets, 30,000 requests).
+    key: tuple[str, str] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.target, self.slo.metadata.name))
 
     @staticmethod
     def of(
@@ -76,11 +82,6 @@ class SeriesRequest:
         their tuples of windows: a cycle makes one request per SLO per target."""
         measured, clipped = _clip(windows, clip_to)
         return SeriesRequest(target, slo, params, measured, clipped)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """``(target, slo name)``: how results are looked up."""
-        return self.target, self.slo.metadata.name
 
     @property
     def param_map(self) -> dict[str, str]:

@@ -487,11 +487,12 @@ def exact_params(matchers: tuple[tuple[str, str, str], ...]) -> tuple[str, ...] 
     """When each of these :func:`placeholder_matchers` is ``label="{{name}}"``, each on a label
     of its own: the names, in the order of :attr:`Membership.values`. A target's membership is
     then just its values of those params (and its series those whose labels hold them)."""
-    labels = [label for label, _, _ in matchers]
+    distinct = sorted(set(matchers))  # an error ratio's two selectors repeat theirs
+    labels = [label for label, _, _ in distinct]
     if len(set(labels)) != len(labels):
         return None
     names = []
-    for _, op, value in sorted(matchers):
+    for _, op, value in distinct:
         whole = _PLACEHOLDER.fullmatch(value)
         if op != "=" or whole is None:
             return None

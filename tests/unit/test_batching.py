@@ -219,6 +219,7 @@ spec:
         ((("service", "=", "{{service}}"),), ("service",)),
         ((("service", "=", "{{ service }}"),), ("service",)),
         ((("b", "=", "{{y}}"), ("a", "=", "{{x}}")), ("x", "y")),  # in the labels' order
+        ((("s", "=", "{{s}}"), ("s", "=", "{{s}}")), ("s",)),  # an error ratio's two selectors
         ((), ()),
         ((("service", "=", "{{service}}-api"),), None),
         ((("service", "=~", "{{service}}"),), None),
