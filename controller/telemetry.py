@@ -33,7 +33,8 @@ Traces: a span per cycle with a child per decision; exporters only from
 ``OTEL_TRACES_EXPORTER`` (unset or ``none``: no exporter, and no decision spans are made).
 
 The reconciler never imports this module: :meth:`Telemetry.instrument` wraps its source and
-adapters, and the CLI runs each cycle through :meth:`Telemetry.run_cycle`.
+adapters, and the CLI runs each cycle through :meth:`Telemetry.follow_cycle` (``run --once``
+through :meth:`Telemetry.run_cycle`, which keeps the decisions to print them).
 """
 
 from __future__ import annotations
