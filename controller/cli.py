@@ -407,7 +407,7 @@ def _loop(wiring: Any, config: Config, telemetry: Any) -> None:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):
         err.print("stopping; a cycle under way finishes first")
-        scheduler.shutdown(wait=False)
+        scheduler.shutdown(wait=True)  # the lock is released after, not while a cycle acts
 
 
 def _one_line(d: dict[str, Any]) -> str:
