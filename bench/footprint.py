@@ -19,7 +19,12 @@ it from outside:
 What ``bench/cycle.py`` measures in-process with fakes, this measures with a real source and
 real files. The first cycle writes 20,000 state files and a file per route at 10,000 targets.
 
-    .venv/bin/python bench/footprint.py --targets 10000 --cycles 5
+A Rollout's windows are clipped to the time since its last shift, and a sample comes every
+2 minutes: in the first three cycles most windows hold no data, and the controller's memory
+grows as they fill (at 10,000 targets, until about the 11th cycle). Ask for 16 cycles to see
+the steady peak; 5 show the cycle times.
+
+    .venv/bin/python bench/footprint.py --targets 10000 --cycles 16
 
 Never run as a test: it prints figures and asserts nothing of them.
 """
