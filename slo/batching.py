@@ -211,9 +211,7 @@ class _Table:
         self.seen.extend(bytes(slots))
         return first
 
-    def at(
-        self, slot: int, counting: Counting | None, failed: bool = False
-    ) -> WindowMeasurement | None:
+    def at(self, slot: int, counting: Counting | None, failed: bool) -> WindowMeasurement | None:
         """The slot's measurement; with ``counting``, the value column holds the counted
         requests, and the value is the ratio they make of the events — none when a query of
         the window ``failed`` (an unanswered count is not a count of zero)."""
@@ -286,6 +284,7 @@ class Split:
         "_errors",
         "_firsts",
         "_index",
+        "_label",
         "_names",
         "_probe",
         "_query",
@@ -308,6 +307,7 @@ class Split:
         self._bit = _FIELDS[query.field]
         self._column = table.events if self._bit == _EVENTS else table.values
         self._probe = probe  # how the members' exact labels are read off a series
+        self._label = query.spec.backend_label  # every member's SLO compiles to this query alike
         self._written = array("q")  # the slots this split set, for fail()
 
     def add(self, labels: Mapping[str, str], value: float) -> None:
@@ -317,8 +317,8 @@ class Split:
         found = self._index.get(expected) if expected is not None else None
         if not found:
             return
-        query, bit, table, firsts = self._query, self._bit, self._table, self._firsts
-        label = query.spec.backend_label  # every member's SLO compiles to this query alike
+        query, bit, label = self._query, self._bit, self._label
+        table, firsts = self._table, self._firsts
         backend = labels.get(label) if label else ""
         if backend is None:
             return
