@@ -258,11 +258,8 @@ class PrometheusSource:
         measured = assembly.measurements(self._note(failures))
         if not unplanned:
             return measured
-        results = dict(measured.results)
-        for request in requests:
-            if request.key in unplanned:
-                results[request.key] = _failed(request, unplanned[request.key])
-        return Measurements(results, measured.source_error)
+        failed = {r.key: _failed(r, unplanned[r.key]) for r in requests if r.key in unplanned}
+        return Measurements({**measured.results, **failed}, measured.source_error)
 
     def query_range(
         self, request: SeriesRequest, start: datetime, end: datetime, step: float

@@ -498,12 +498,12 @@ def _with_unplanned(
 ) -> Measurements:
     if not unplanned:
         return measured
-    results = dict(measured.results)
-    for request in requests:
-        if request.key in unplanned:
-            errors = dict.fromkeys(request.windows, unplanned[request.key])
-            results[request.key] = SeriesResult(request, errors=errors)
-    return Measurements(results, measured.source_error)
+    failed = {
+        r.key: SeriesResult(r, errors=dict.fromkeys(r.windows, unplanned[r.key]))
+        for r in requests
+        if r.key in unplanned
+    }
+    return Measurements({**measured.results, **failed}, measured.source_error)
 
 
 def _reason(exc: BaseException) -> str:

@@ -116,13 +116,13 @@ class Reconciler:
         # Each target's results are let go of once it is decided, and the rest of a cycle's
         # data with its batch: at 10,000 targets, what a cycle holds at once is most of the
         # controller's memory.
-        results, source_error = dict(answer.results), answer.source_error
+        take, source_error = _taking(answer.results), answer.source_error
         del answer
         for first in range(0, len(targets), BATCH):
             turns = []
             for target in targets[first : first + BATCH]:
                 requests, state = plans.pop(target.key), states.pop(target.key)
-                mine = {r.key: results.pop(r.key) for r in requests if r.key in results}
+                mine = {r.key: found for r in requests if (found := take(r.key)) is not None}
                 measurements = Measurements(mine, source_error)
                 turns.append(self._decide(target, measurements, now, requests, state))
             decisions = self._commit(turns)
@@ -681,3 +681,15 @@ def _counts(
         stable.value * stable.events,
         stable.events,
     )
+
+
+def _taking(
+    results: Mapping[tuple[str, str], SeriesResult],
+) -> Callable[[tuple[str, str]], SeriesResult | None]:
+    """How a cycle takes each request's result, once. A dict of them (a fake source's) is
+    emptied as it goes, so each result goes with its target; results made when asked (the
+    batched sources') hold nothing to let go of."""
+    if isinstance(results, dict):
+        kept = dict(results)
+        return lambda key: kept.pop(key, None)
+    return results.get

@@ -121,6 +121,19 @@ def test_answers_split_back_per_target_and_backend() -> None:
     assert cart.windows("v2")[300.0].events == 600.0
 
 
+def test_the_results_are_a_mapping_of_every_request_made_when_asked() -> None:
+    cart, checkout = request("errors", "cart"), request("errors", "checkout")
+    queries = plan_queries([cart, checkout])
+    results = assemble([cart, checkout], [(q, _answer(q)) for q in queries]).results
+    assert list(results) == [cart.key, checkout.key] and len(results) == 2
+    assert cart.key in results and ("Rollout/none", "errors") not in results
+    assert results[cart.key].windows("v2")[300.0].value == pytest.approx(0.5)
+    assert results[cart.key] == results[cart.key]  # made again, alike
+    assert set(results[checkout.key].backends) == {"v1", "v2"}
+    with pytest.raises(KeyError):
+        results[("Rollout/none", "errors")]
+
+
 def test_a_failed_query_makes_its_windows_unknown_with_the_reason() -> None:
     requests = [request("errors", "cart")]
     queries = plan_queries(requests)
