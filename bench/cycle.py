@@ -138,7 +138,7 @@ def measure(count: int, runs: int, *, telemetry: bool, plain_gc: bool) -> str:
                 },
                 states=StateStore(Path(scratch) / "state"),
                 log=DecisionLog(Path(scratch) / "decisions.jsonl"),
-                specs={f"Rollout/{n}": r for n, r in config.rollouts.items()},
+                specs={f"Rollout/{n}": r.spec for n, r in config.rollouts.items()},
             )
         )
         watch = Telemetry(CollectorRegistry(), span_processors=[]) if telemetry else None

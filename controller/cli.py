@@ -329,7 +329,10 @@ def run(
 
     config = _load(files)
     wiring = _wired(config, prometheus, state_dir, dry_run, "controller")
-    config.forget_sources()  # checked and wired: no problem is placed in the YAML from here
+    listen = config.controller.spec.listen if config.controller else DEFAULT_LISTEN
+    # Wired: the targets, their specs and adapters hold what runs. The documents' models and
+    # where they came from go (at 10,000 Rollouts, 30 MB).
+    del config
     if not wiring.targets:
         err.print("no Rollout or Balance to run")
         raise typer.Exit(1)
@@ -347,7 +350,6 @@ def run(
     heap.bound_arenas()  # before the threads: each would take an arena of its own
     try:
         if not once:
-            listen = config.controller.spec.listen if config.controller else DEFAULT_LISTEN
             try:
                 telemetry.serve(listen)
             except OSError as error:
@@ -362,14 +364,14 @@ def run(
                 _print_decisions([d.to_json() for d in decisions], output)
                 return
             with interrupt_on_sigterm():
-                _loop(wiring, config, telemetry)
+                _loop(wiring, telemetry)
     finally:
         telemetry.leading = False
         telemetry.shutdown()
         lock.release()
 
 
-def _loop(wiring: Any, config: Config, telemetry: Any) -> None:
+def _loop(wiring: Any, telemetry: Any) -> None:
     """One scheduler job per analysis interval until interrupted.
 
     Targets that share an interval share a job, so their queries go out in one batch (DESIGN.md

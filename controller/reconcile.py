@@ -23,7 +23,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from trimtab.slo.baseline import BaselineResult, BaselineSettings, BaselineTrack, extend, observe
 from trimtab.slo.durations import format_duration
 from trimtab.slo.health import Health, counts_events, health_windows, is_budget_based
-from trimtab.slo.models import Balance, Rollout
+from trimtab.slo.models import BalanceSpec, RolloutSpec
 from trimtab.slo.ports import (
     Measurements,
     MetricSource,
@@ -62,7 +62,9 @@ class ReconcilerConfig:
     adapters: Mapping[str, TrafficAdapter]  # by target key ("Rollout/checkout")
     states: StateStore
     log: DecisionLog
-    specs: Mapping[str, Rollout | Balance]  # by target key
+    # By target key, what its policy reads: a Rollout's or Balance's spec. The target holds its
+    # SLOs, resolved with their params, so a wired spec may leave out its own (wiring.py).
+    specs: Mapping[str, RolloutSpec | BalanceSpec]
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
     dry_run: bool = False
     actor: str = "controller"
@@ -200,14 +202,14 @@ class Reconciler:
 
         # 5. Decide
         spec = config.specs[target.key]
-        if isinstance(spec, Rollout):
+        if isinstance(spec, RolloutSpec):
             memory = _rollout_memory(state, spec)
             baseline = (
                 self._baseline(target, results, spec, state, now)
-                if spec.spec.analysis.baseline
+                if spec.analysis.baseline
                 else None
             )
-            proposal = rollout.decide(spec.spec, memory, health, baseline, actual, now)
+            proposal = rollout.decide(spec, memory, health, baseline, actual, now)
             action, desired = proposal.action, proposal.desired
             reasons, notes, cause = proposal.reasons, proposal.guardrails, proposal.cause
             proposed = (
@@ -219,7 +221,7 @@ class Reconciler:
             if memo is not None and proposed != state:  # saved with a write that happens anyway
                 proposed = proposed.with_(baseline=memo)
         else:
-            balanced = balance.decide(spec.spec, _balance_memory(state), health, actual, now)
+            balanced = balance.decide(spec, _balance_memory(state), health, actual, now)
             action, desired = balanced.action, balanced.desired
             reasons, notes, cause = balanced.reasons, balanced.guardrails, balanced.cause
             proposed = _with_balance_memory(state, balanced.memory, now)
@@ -336,14 +338,14 @@ class Reconciler:
                 changes.update(phase=running.value, paused_at=None, paused_reason=None)
             changes.update(applied=actual, intent=None, healthy_since={}, no_data_since=None)
         elif command in ("abort", "promote"):
-            if not isinstance(spec, Rollout):
+            if not isinstance(spec, RolloutSpec):
                 raise ValueError(f"{command} applies to a Rollout, not {target.key}")
             if command == "abort":
-                desired = rollout.weights_at(spec.spec, 0)
+                desired = rollout.weights_at(spec, 0)
                 changes.update(phase=Phase.ROLLED_BACK.value)
             else:
-                desired = rollout.weights_at(spec.spec, 100)
-                changes.update(phase=Phase.PROMOTED.value, step=len(spec.spec.steps) - 1)
+                desired = rollout.weights_at(spec, 100)
+                changes.update(phase=Phase.PROMOTED.value, step=len(spec.steps) - 1)
         else:
             raise ValueError(f"unknown command {command!r}")
         decision = self.config.log.append(
@@ -415,7 +417,7 @@ class Reconciler:
         self,
         target: Target,
         results: Sequence[SeriesResult],
-        spec: Rollout,
+        spec: RolloutSpec,
         state: TargetState,
         now: datetime,
     ) -> BaselineResult | None:
@@ -610,12 +612,12 @@ def _reason_rows(health: Mapping[str, Mapping[str, Health]]) -> list[dict[str, o
     return rows
 
 
-def _rollout_memory(state: TargetState, spec: Rollout) -> rollout.RolloutMemory:
+def _rollout_memory(state: TargetState, spec: RolloutSpec) -> rollout.RolloutMemory:
     return rollout.RolloutMemory(
         phase=Phase(state.phase),
         step=state.step,
         step_started_at=state.step_started_at,
-        healthy_since=state.healthy_since.get(spec.spec.canary),
+        healthy_since=state.healthy_since.get(spec.canary),
         failures=state.failures,
         failure_bad=state.failure_bad,
         failure_at=state.failure_at,
@@ -627,9 +629,9 @@ def _rollout_memory(state: TargetState, spec: Rollout) -> rollout.RolloutMemory:
 
 
 def _with_rollout_memory(
-    state: TargetState, memory: rollout.RolloutMemory, spec: Rollout, now: datetime
+    state: TargetState, memory: rollout.RolloutMemory, spec: RolloutSpec, now: datetime
 ) -> TargetState:
-    since = {spec.spec.canary: memory.healthy_since} if memory.healthy_since else {}
+    since = {spec.canary: memory.healthy_since} if memory.healthy_since else {}
     return state.with_(
         phase=memory.phase.value,
         step=memory.step,
@@ -666,11 +668,11 @@ def _with_balance_memory(
 
 
 def _counts(
-    result: SeriesResult, spec: Rollout, window: float
+    result: SeriesResult, spec: RolloutSpec, window: float
 ) -> tuple[float, float, float, float] | None:
     """(canary bad, canary requests, stable bad, stable requests) over ``window``, if measured."""
-    canary = result.judged(spec.spec.canary).get(window)
-    stable = result.judged(spec.spec.stable).get(window)
+    canary = result.judged(spec.canary).get(window)
+    stable = result.judged(spec.stable).get(window)
     if canary is None or stable is None or canary.value is None or stable.value is None:
         return None
     if canary.events is None or stable.events is None:

@@ -191,7 +191,7 @@ def loop(
             except DemoUnavailable as error:
                 missing(f"Envoy ({error})")
         target = next(t for t in targets(load([config])) if t.name == "demo")
-        adapter = build_adapter(spec, target, dry_run=True)  # reads what the proxy serves
+        adapter = build_adapter(spec.spec, target, dry_run=True)  # reads what the proxy serves
         load_ = LoadGenerator(f"http://127.0.0.1:{listen}/")
         for thread in load_.run():
             stack.callback(thread.join, 10)

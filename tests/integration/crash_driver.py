@@ -126,7 +126,7 @@ def main(directory: Path) -> int:
             adapters={target.key: adapter},
             states=states,
             log=DecisionLog(directory / "decisions.jsonl"),
-            specs={target.key: config.rollouts["shop"]},
+            specs={target.key: config.rollouts["shop"].spec},
             sleep=lambda _: None,
         )
     )

@@ -25,6 +25,7 @@ from trimtab.controller.reconcile import Reconciler, ReconcilerConfig
 from trimtab.controller.state import StateStore
 from trimtab.controller.targets import targets
 from trimtab.controller.telemetry import Telemetry
+from trimtab.controller.wiring import nominal_weights
 from trimtab.dashboards.generate import (
     BUNDLED_DIR,
     LEVEL_COLORS,
@@ -36,7 +37,7 @@ from trimtab.dashboards.generate import (
 from trimtab.slo import Config, load, load_text
 from trimtab.slo.durations import format_duration, parse_duration
 from trimtab.slo.health import health_spec, is_budget_based
-from trimtab.slo.models import Balance, Rollout
+from trimtab.slo.models import BalanceSpec, RolloutSpec
 from trimtab.slo.rules import generate_rules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,17 +115,13 @@ def controller_series(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set
     examples (fake proxies, healthy constant data)."""
     work = tmp_path_factory.mktemp("controller")
     chosen = targets(CONFIG)
-    specs: dict[str, Rollout | Balance] = {f"Rollout/{n}": r for n, r in CONFIG.rollouts.items()}
-    specs |= {f"Balance/{n}": b for n, b in CONFIG.balances.items()}
+    specs: dict[str, RolloutSpec | BalanceSpec] = {
+        f"Rollout/{n}": r.spec for n, r in CONFIG.rollouts.items()
+    }
+    specs |= {f"Balance/{n}": b.spec for n, b in CONFIG.balances.items()}
     adapters = {}
     for target in chosen:
-        spec = specs[target.key]
-        initial = (
-            dict(spec.spec.backends)
-            if isinstance(spec, Balance)
-            else {spec.spec.stable: 100, spec.spec.canary: 0}
-        )
-        adapters[target.key] = FakeTrafficAdapter(initial)
+        adapters[target.key] = FakeTrafficAdapter(nominal_weights(specs[target.key]))
     backends = {b for t in chosen for b in t.backends}
     source = ListMetricSource.constant(dict.fromkeys(backends, 0.0001))
     telemetry = Telemetry(CollectorRegistry(), span_processors=[])

@@ -70,7 +70,7 @@ class Rig:
                 adapters={TARGET.key: self.adapter},
                 states=self.states,
                 log=self.log,
-                specs={TARGET.key: CONFIG.rollouts["shop"]},
+                specs={TARGET.key: CONFIG.rollouts["shop"].spec},
                 dry_run=self.dry_run,
                 sleep=lambda _: None,
             )
@@ -376,7 +376,7 @@ def _baseline_reconciler(r: Rig) -> Reconciler:
             adapters={TARGET.key: r.adapter},
             states=r.states,
             log=r.log,
-            specs={TARGET.key: BASELINE_CONFIG.rollouts["shop"]},
+            specs={TARGET.key: BASELINE_CONFIG.rollouts["shop"].spec},
             sleep=lambda _: None,
         )
     )

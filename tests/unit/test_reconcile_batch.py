@@ -80,7 +80,7 @@ def reconciler(directory: Path, adapters: dict[str, FakeTrafficAdapter]) -> Reco
             adapters=adapters,
             states=StateStore(directory / "state"),
             log=DecisionLog(directory / "decisions.jsonl"),
-            specs={f"Rollout/{n}": r for n, r in CONFIG.rollouts.items()},
+            specs={f"Rollout/{n}": r.spec for n, r in CONFIG.rollouts.items()},
             sleep=lambda _: None,
         )
     )

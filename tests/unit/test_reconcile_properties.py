@@ -158,7 +158,7 @@ def drive(
             adapters={target.key: adapter},
             states=run.states,
             log=run.log,
-            specs={target.key: spec},
+            specs={target.key: spec.spec},
             dry_run=dry_run,
             sleep=lambda _: None,
         )

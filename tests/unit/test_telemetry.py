@@ -89,7 +89,7 @@ def reconciler(
             adapters={KEY: adapter},
             states=StateStore(tmp_path / "state"),
             log=DecisionLog(tmp_path / "decisions.jsonl"),
-            specs={KEY: CONFIG.rollouts["shop"]},
+            specs={KEY: CONFIG.rollouts["shop"].spec},
             sleep=lambda _: None,
         )
     )
