@@ -125,8 +125,10 @@ def test_the_results_are_a_mapping_of_every_request_made_when_asked() -> None:
     cart, checkout = request("errors", "cart"), request("errors", "checkout")
     queries = plan_queries([cart, checkout])
     results = assemble([cart, checkout], [(q, _answer(q)) for q in queries]).results
-    assert list(results) == [cart.key, checkout.key] and len(results) == 2
-    assert cart.key in results and ("Rollout/none", "errors") not in results
+    assert list(results) == [cart.key, checkout.key]
+    assert len(results) == 2
+    assert cart.key in results
+    assert ("Rollout/none", "errors") not in results
     assert results[cart.key].windows("v2")[300.0].value == pytest.approx(0.5)
     assert results[cart.key] == results[cart.key]  # made again, alike
     assert set(results[checkout.key].backends) == {"v1", "v2"}

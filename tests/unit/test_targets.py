@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
+from trimtab.adapters.fake import ListMetricSource
 from trimtab.controller.targets import requests_for, targets
+from trimtab.controller.wiring import wire
 from trimtab.slo import load_text
 from trimtab.slo.health import health_windows
-from trimtab.slo.models import SLO
+from trimtab.slo.models import SLO, RolloutSpec
 from trimtab.slo.ports import SeriesRequest
 
 CONFIG = load_text(
@@ -107,3 +110,21 @@ def test_windows_longer_than_the_time_since_the_shift_are_clipped_to_it() -> Non
     again = requests_for(TARGET, shifted_for=280.0)[0]  # clipped alike: the same tuples
     assert again.windows is errors.windows
     assert again.clipped is errors.clipped
+
+
+def test_a_wired_target_keeps_its_slos_and_its_spec_keeps_what_the_policy_reads(
+    tmp_path: Path,
+) -> None:
+    """Wiring gives the reconciler each spec without its SLO references (the target holds them
+    resolved, with their params), and everything else as written."""
+    wiring = wire(
+        CONFIG, ListMetricSource([], backends=["v1", "v2"]), directory=tmp_path, dry_run=True
+    )
+    written = CONFIG.rollouts["shop"].spec
+    wired = wiring.reconciler.config.specs[TARGET.key]
+    assert isinstance(wired, RolloutSpec)
+    assert wired.slos == []
+    assert wired.model_dump(exclude={"slos"}) == written.model_dump(exclude={"slos"})
+    assert [(slo.metadata.name, dict(params)) for slo, params in wiring.targets[0].slos] == [
+        (ref.name, ref.params) for ref in written.slos
+    ]
