@@ -452,16 +452,10 @@ class Membership:
 
     exact: tuple[tuple[str, str], ...]
     patterns: tuple[tuple[str, re.Pattern[str]], ...]
-    values: tuple[str, ...] = field(init=False)  # the exact values, as :meth:`key` gives them
+    values: tuple[str, ...] = field(init=False)  # the exact values, in the labels' order
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "values", tuple(value for _, value in self.exact))
-
-    def key(self, labels: Mapping[str, str]) -> tuple[str, ...] | None:
-        """The values of the ``exact`` labels in ``labels`` (compared with :attr:`values`), or
-        ``None`` when one is missing."""
-        found = tuple(labels.get(label) for label, _ in self.exact)
-        return None if None in found else cast(tuple[str, ...], found)
 
     def admits(self, labels: Mapping[str, str]) -> bool:
         """Whether ``labels`` match the patterns (the exact values checked by key)."""
