@@ -49,6 +49,7 @@ from trimtab.controller.reconcile import Reconciler, ReconcilerConfig
 from trimtab.controller.state import StateStore
 from trimtab.controller.targets import targets
 from trimtab.controller.telemetry import Telemetry
+from trimtab.controller.wiring import policy_specs
 from trimtab.slo import load_text
 
 SLOS = """
@@ -122,10 +123,9 @@ def measure(count: int, runs: int, *, telemetry: bool, plain_gc: bool) -> str:
     started = time.perf_counter()
     with nullcontext() if plain_gc else heap.paused():
         config = load_text(text, "bench.yaml")
-    chosen = targets(config)
-    config.forget_sources()  # as trimtab run does once wired
+    chosen, specs = targets(config), policy_specs(config)
+    del config, text  # as trimtab run lets go of them once wired
     loading = time.perf_counter() - started
-    del text
     loaded = rss_mb()
     table = {(slo, b): value for slo, value in HEALTHY.items() for b in ("v1", "v2")}
     source = ListMetricSource.constant(table, events=600.0, remember=0)  # type: ignore[arg-type]
@@ -138,7 +138,7 @@ def measure(count: int, runs: int, *, telemetry: bool, plain_gc: bool) -> str:
                 },
                 states=StateStore(Path(scratch) / "state"),
                 log=DecisionLog(Path(scratch) / "decisions.jsonl"),
-                specs={f"Rollout/{n}": r.spec for n, r in config.rollouts.items()},
+                specs=specs,
             )
         )
         watch = Telemetry(CollectorRegistry(), span_processors=[]) if telemetry else None

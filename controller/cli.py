@@ -330,8 +330,8 @@ def run(
     config = _load(files)
     wiring = _wired(config, prometheus, state_dir, dry_run, "controller")
     listen = config.controller.spec.listen if config.controller else DEFAULT_LISTEN
-    # Wired: the targets, their specs and adapters hold what runs. The documents' models and
-    # where they came from go (at 10,000 Rollouts, 30 MB).
+    # Wired: the targets, their specs and adapters hold what runs. The documents go, and where
+    # they came from (at 10,000 Rollouts, 20 MB of models and 7 MB of source positions).
     del config
     if not wiring.targets:
         err.print("no Rollout or Balance to run")

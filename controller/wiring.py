@@ -34,6 +34,7 @@ __all__ = [
     "Wiring",
     "build_adapter",
     "nominal_weights",
+    "policy_specs",
     "state_dir",
     "wire",
 ]
@@ -132,13 +133,9 @@ def wire(
 ) -> Wiring:
     """A reconciler over every target of ``config``."""
     chosen = targets(config)
-    specs: dict[str, RolloutSpec | BalanceSpec] = {
-        **{f"Rollout/{n}": r.spec for n, r in config.rollouts.items()},
-        **{f"Balance/{n}": b.spec for n, b in config.balances.items()},
+    adapters = {
+        t.key: build_adapter(_spec(config, t), t, dry_run=dry_run or t.dry_run) for t in chosen
     }
-    adapters = {t.key: build_adapter(specs[t.key], t, dry_run=dry_run or t.dry_run) for t in chosen}
-    shared = Pool()
-    policies = {key: _for_policy(spec, shared) for key, spec in specs.items()}
     # A dry run remembers the weights it would have set; kept apart, they never make a later
     # real run see drift. Its decisions go to the one log, marked dryRun.
     states = StateStore(directory / "dry-run" if dry_run else directory)
@@ -149,7 +146,7 @@ def wire(
             adapters=adapters,
             states=states,
             log=log,
-            specs=policies,
+            specs=policy_specs(config),
             dry_run=dry_run,
             actor=actor,
         )
@@ -157,9 +154,19 @@ def wire(
     return Wiring(reconciler, chosen, log, states)
 
 
-def _for_policy(spec: RolloutSpec | BalanceSpec, pool: Pool) -> RolloutSpec | BalanceSpec:
-    """``spec`` as its policy reads it: without its SLO references, which the target holds
-    resolved, with their params. At 10,000 Rollouts of three SLOs each the references were
-    13 MB that a running controller never reads. (A copy is not validated, so the empty list
-    stands; ``pool`` gives the copies one set of given fields.)"""
-    return share(spec.model_copy(update={"slos": []}), pool)
+def policy_specs(config: Config) -> dict[str, RolloutSpec | BalanceSpec]:
+    """Each target's spec as its policy reads it, by target key: without its SLO references,
+    which the target holds resolved, with their params. At 10,000 Rollouts of three SLOs each,
+    the references were 13 MB that a running controller never reads. (A copy is not validated,
+    so the empty list stands; the copies share their sets of given fields.)"""
+    shared = Pool()
+    return {
+        f"{kind}/{name}": share(model.spec.model_copy(update={"slos": []}), shared)
+        for kind, models in (("Rollout", config.rollouts), ("Balance", config.balances))
+        for name, model in models.items()
+    }
+
+
+def _spec(config: Config, target: Target) -> RolloutSpec | BalanceSpec:
+    documents = config.rollouts if target.kind == "Rollout" else config.balances
+    return documents[target.name].spec

@@ -483,7 +483,7 @@ class _Results(Mapping[tuple[str, str], SeriesResult]):
         self._countings: dict[int, Counting | None] = {}
         shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # equal lists of backends: one tuple
         for i, request in enumerate(requests):
-            self._order.setdefault(request.key, i)  # a request asked twice is answered once
+            self._order.setdefault(request.key, i)  # should a request come twice: its first
             mine = firsts.pop(request.key, None) or {}  # each let go of as it is copied
             names = tuple(mine)
             self._backends.append(shared.setdefault(names, names))
