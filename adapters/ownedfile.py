@@ -6,6 +6,8 @@ upstream include) and need the same three things of it:
 - **Reading** (:meth:`OwnedFile.read_bytes`): never through a symbolic link, only a regular
   file, at most ``max_bytes`` — a file that breaks these is not ours, and is reported rather
   than followed. A missing file is ``None``: what it means is the adapter's to say.
+  :meth:`OwnedFile.stamp` tells, from one ``lstat``, that the file is as it was when last read
+  (git's "racily clean" rule keeps a change within a timestamp's granularity from hiding).
 - **Replacing** (:meth:`OwnedFile.write_bytes`): a hidden temporary file in the same directory
   (never matched by a ``*.conf`` or ``*.yaml`` glob), fsync'd, renamed over the path, the
   directory fsync'd: readers see the old file or the new one, and a crash leaves one of the two.
@@ -26,6 +28,7 @@ import errno
 import os
 import secrets
 import stat
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -34,6 +37,7 @@ from trimtab.slo.traffic import PermanentTrafficError, TransientTrafficError
 __all__ = ["OwnedFile", "fsync_directory"]
 
 NEW_FILE_MODE = 0o644
+SETTLED_NS = 2_000_000_000  # a file changed this recently may change again, unseen by its times
 PERMANENT_ERRNOS = frozenset(
     {
         errno.EACCES,
@@ -117,6 +121,26 @@ class OwnedFile:
                 f"{self.path}: larger than {self.max_bytes} bytes{self.too_big}"
             )
         return raw
+
+    def stamp(self) -> int | None:
+        """A number that changes whenever the file does, taken before reading it; ``None`` when
+        it cannot tell (missing, not a regular file, or changed less than 2 s ago).
+
+        A write gives the file a new inode (a rename) or a new modification and change time,
+        but times are coarse (a few milliseconds on some file systems): two writes in one tick
+        with the same size look alike. So, as git does for its index, a file whose last change
+        is that recent has no stamp, and is read every time until it settles. The change time
+        cannot be set by hand. The stamp is a hash of those fields: 8 bytes per file kept.
+        """
+        try:
+            seen = os.lstat(self._where)
+        except OSError:
+            return None
+        if not stat.S_ISREG(seen.st_mode):
+            return None
+        if time.time_ns() - max(seen.st_mtime_ns, seen.st_ctime_ns) < SETTLED_NS:
+            return None
+        return hash((seen.st_dev, seen.st_ino, seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns))
 
     def read_text(self) -> str | None:
         """:meth:`read_bytes` as UTF-8 text (``None`` when missing)."""

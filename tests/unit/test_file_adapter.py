@@ -8,11 +8,13 @@ import json
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from trimtab.adapters import ownedfile
 from trimtab.adapters.file import FileAdapter, render
 from trimtab.slo.ports import TrafficAdapter, Verification
 from trimtab.slo.routes import FileRoute
@@ -151,6 +153,88 @@ def test_a_valid_edit_by_a_person_is_read_back_and_fails_verification(path: Path
     path.write_text('{"v1": 100, "v2": 0}')  # someone pulled the canary by hand
     assert route.get_weights() == {"v1": 100, "v2": 0}
     assert route.verify({"v1": 75, "v2": 25}) is Verification.PENDING
+
+
+# ------------------------------------------------------------- reading only what changed
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths read from disk, in order (the adapter's reads, counted)."""
+    seen: list[str] = []
+    read_bytes = ownedfile.OwnedFile.read_bytes
+
+    def counted(self: ownedfile.OwnedFile) -> bytes | None:
+        seen.append(str(self.path))
+        return read_bytes(self)
+
+    monkeypatch.setattr(ownedfile.OwnedFile, "read_bytes", counted)
+    return seen
+
+
+def settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files count as settled 10 ms after their last change (2 s in use), and this waits 30."""
+    monkeypatch.setattr(ownedfile, "SETTLED_NS", 10_000_000)
+    time.sleep(0.03)
+
+
+def test_a_settled_file_is_read_once_until_it_changes(
+    path: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    route = adapter(path)
+    route.set_weights({"v1": 90, "v2": 10})
+    settle(monkeypatch)
+    reads.clear()
+    assert [route.get_weights() for _ in range(3)] == [{"v1": 90, "v2": 10}] * 3
+    assert route.verify({"v1": 90, "v2": 10}) is Verification.VERIFIED
+    assert len(reads) == 1
+    path.write_text('{"v1": 10, "v2": 90}')  # the same size, in place: a person's edit
+    assert route.get_weights() == {"v1": 10, "v2": 90}
+    assert len(reads) == 2
+
+
+def test_a_recent_change_is_read_every_time(path: Path, reads: list[str]) -> None:
+    """Within a timestamp's granularity, a second edit of the same size could look like the
+    first: a file changed under 2 s ago is never taken as unchanged."""
+    route = adapter(path)
+    path.write_text('{"v1": 90, "v2": 10}')
+    assert route.get_weights() == {"v1": 90, "v2": 10}
+    path.write_text('{"v1": 10, "v2": 90}')
+    assert route.get_weights() == {"v1": 10, "v2": 90}
+    assert route.get_weights() == {"v1": 10, "v2": 90}
+    assert len(reads) == 3
+
+
+def test_an_edit_that_restores_the_modification_time_is_seen(
+    path: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    route = adapter(path)
+    path.write_text('{"v1": 90, "v2": 10}')
+    settle(monkeypatch)
+    assert route.get_weights() == {"v1": 90, "v2": 10}
+    before = path.stat()
+    path.write_text('{"v1": 10, "v2": 90}')
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # the change time moves on
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+    settle(monkeypatch)
+    assert route.get_weights() == {"v1": 10, "v2": 90}
+
+
+def test_a_file_replaced_by_another_is_seen(
+    path: Path, tmp_path: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    route = adapter(path)
+    path.write_text('{"v1": 90, "v2": 10}')
+    other = tmp_path / "other.json"
+    other.write_text('{"v1": 10, "v2": 90}')
+    settle(monkeypatch)
+    assert route.get_weights() == {"v1": 90, "v2": 10}
+    os.replace(other, path)  # another inode, older times
+    assert route.get_weights() == {"v1": 10, "v2": 90}
+    path.unlink()
+    path.symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(PermanentTrafficError, match="symbolic link"):
+        route.get_weights()
 
 
 # -------------------------------------------------------------------------- a missing file
