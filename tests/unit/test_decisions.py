@@ -253,6 +253,32 @@ def test_find_and_last(log: DecisionLog) -> None:
     assert log.last("Rollout/nothing") is None
 
 
+def test_find_and_last_decode_only_the_records_they_are_after(log: DecisionLog) -> None:
+    """Another record naming the id or the target in its text is read and passed over; a
+    damaged record elsewhere is not decoded at all (`trimtab verify` is what reports it)."""
+    written = fill(log, 3)
+    mention = f"see {written[1].id} about Rollout/checkout"
+    other = log.append(
+        decision(
+            9,
+            target="Balance/zones",
+            kind="Balance",
+            action="drain",
+            reasons=[{"message": mention}],
+        )
+    )
+    assert log.find(written[1].id) == written[1]
+    assert log.last("Rollout/checkout") == written[2]
+    lines = lines_of(log)
+    log.path.write_bytes(b"not a decision\n" + b"".join(lines[1:]))
+    assert log.find(written[1].id) == written[1]
+    assert log.last("Balance/zones") == other
+    broken = json.dumps({"id": written[0].id, "broken": True}).encode() + b"\n"
+    log.path.write_bytes(broken + b"".join(lines[1:]))
+    with pytest.raises(DecisionLogError, match=r"decisions.jsonl:1: not a decision"):
+        log.find(written[0].id)  # the record it is after is the damaged one: said so
+
+
 def test_having_names_the_ids_the_log_holds_in_one_pass(log: DecisionLog) -> None:
     written = fill(log, 4)
     absent = "20990101T000000.000Z-deadbeef"
