@@ -14,6 +14,8 @@ it from outside:
   text: every second, it took a fifth of the controller's time); the first cycle starts every
   rollout, the second records their first holds, the ones after it are steady: holds that
   write nothing;
+- the CPU time of the controller and of Prometheus per steady cycle (``/proc/PID/stat``): on
+  2 cores shared, how much of a cycle's wait is each one's work;
 - one scrape of ``/metrics``.
 
 What ``bench/cycle.py`` measures in-process with fakes, this measures with a real source and
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import shutil
 import signal
 import statistics
@@ -90,6 +93,13 @@ def status(pid: int) -> dict[str, float]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time ``pid`` has used so far (``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cycles(url: str) -> tuple[int, float]:
     """How many cycles the controller finished, and their total seconds (its own histogram)."""
     text = httpx.get(url, timeout=60).text
@@ -139,6 +149,9 @@ def measure(count: int, wanted: int, prometheus: str, promtool: str) -> None:
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             seen: list[tuple[int, float]] = []
+            # (cycles done, the controller's CPU seconds, Prometheus') at each poll that saw
+            # a cycle end
+            spent: list[tuple[int, float, float]] = []
             while True:
                 if process.poll() is not None:
                     raise SystemExit(f"trimtab run exited: see {workdir / 'out.log'}")
@@ -149,6 +162,9 @@ def measure(count: int, wanted: int, prometheus: str, promtool: str) -> None:
                     continue
                 if not seen or done[0] != seen[-1][0]:
                     seen.append(done)
+                    spent.append(
+                        (done[0], cpu_seconds(process.pid), cpu_seconds(server.process.pid))
+                    )
                     if len(seen) == 1:
                         up = time.perf_counter() - began
                         print(f"  up and serving /metrics after {up:.1f} s (loaded and wired)")
@@ -175,6 +191,16 @@ def measure(count: int, wanted: int, prometheus: str, promtool: str) -> None:
             print(
                 f"  steady cycles: median {statistics.median(steady):.2f} s "
                 f"[{min(steady):.2f}–{max(steady):.2f}] over {len(steady)}"
+            )
+        # CPU per steady cycle, from the first poll after the second cycle to the last poll
+        # (a cycle starts every 30 s; in between, /metrics is scraped every 5 s).
+        calm = [s for s in spent if s[0] >= 2]
+        if len(calm) > 1 and calm[-1][0] > calm[0][0]:
+            n = calm[-1][0] - calm[0][0]
+            mine, theirs = calm[-1][1] - calm[0][1], calm[-1][2] - calm[0][2]
+            print(
+                f"  CPU per steady cycle over {n}: trimtab {mine / n:.2f} s (with its /metrics "
+                f"scraped every {SCRAPE_EVERY:g} s), Prometheus {theirs / n:.2f} s"
             )
         print(
             f"  RSS: median {statistics.median(samples):.0f} MB while running, last "
