@@ -171,9 +171,10 @@ def measure(count: int, wanted: int, prometheus: str, promtool: str) -> None:
                 if done[0] >= wanted:
                     break
                 time.sleep(SCRAPE_EVERY)
-            took = time.perf_counter()
+            took, used = time.perf_counter(), cpu_seconds(process.pid)
             size = len(httpx.get(metrics, timeout=60).content)
             scrape = time.perf_counter() - took
+            scrape_cpu = cpu_seconds(process.pid) - used
             peak = status(process.pid)["VmHWM"]
             stop.set()
             process.send_signal(signal.SIGTERM)
@@ -206,7 +207,10 @@ def measure(count: int, wanted: int, prometheus: str, promtool: str) -> None:
             f"  RSS: median {statistics.median(samples):.0f} MB while running, last "
             f"{samples[-1]:.0f} MB, peak (VmHWM) {peak:.0f} MB"
         )
-        print(f"  one /metrics scrape {scrape:.2f} s, {size / 1e6:.1f} MB")
+        print(
+            f"  one /metrics scrape {scrape:.2f} s ({scrape_cpu:.2f} s of trimtab's CPU), "
+            f"{size / 1e6:.1f} MB"
+        )
         server.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
