@@ -191,10 +191,7 @@ class DecisionLog:
             except FileNotFoundError:
                 size = 0
             if self._latest is None or size != self._indexed_size:
-                latest: dict[str, Gist] = {}
-                for decision in self.records():
-                    latest[decision.target] = decision.gist()
-                self._latest, self._indexed_size = latest, size
+                self._latest, self._indexed_size = self._gists(), size
             known = self._latest
             return {t: known[t] for t in targets if t in known}
 
@@ -241,6 +238,26 @@ class DecisionLog:
                 if obj is not None and obj["prevHash"] == head[1] and obj["hash"] != head[1]:
                     self._write_head(head[0] + 1, obj["hash"])
             return dropped
+
+    def _gists(self) -> dict[str, Gist]:
+        """The latest gist per target, the log read from its end: each line is parsed as far as
+        its target, and only each target's latest record is decoded as a decision (a standby
+        that takes over reads the whole log: at 200,000 records, 6.6 s decoding every one)."""
+        lines = self._snapshot()[0]
+        latest: dict[str, Gist] = {}
+        for number in range(len(lines), 0, -1):
+            raw = lines[number - 1]
+            try:
+                target = json.loads(raw)["target"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise DecisionLogError(f"{self.path}:{number}: not a decision: {e}") from e
+            if not isinstance(target, str):
+                raise DecisionLogError(
+                    f"{self.path}:{number}: not a decision: a target of {type(target).__name__}"
+                )
+            if target not in latest:
+                latest[target] = self._decoded(raw, number).gist()
+        return latest
 
     def _decoded(self, raw: bytes, number: int) -> Decision:
         """Line ``number`` of the log as a decision; :class:`DecisionLogError` if it is not one."""

@@ -279,6 +279,29 @@ def test_find_and_last_decode_only_the_records_they_are_after(log: DecisionLog) 
         log.find(written[0].id)  # the record it is after is the damaged one: said so
 
 
+def test_said_is_each_targets_latest_gist_and_decodes_only_those(
+    log: DecisionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = fill(log, 3)
+    other = log.append(decision(9, target="Balance/zones", kind="Balance", action="drain"))
+    decoded: list[object] = []
+    from_json = Decision.from_json
+
+    def counted(data: Any) -> Decision:
+        decoded.append(data)
+        return from_json(data)
+
+    monkeypatch.setattr(Decision, "from_json", counted)
+    asked = ["Rollout/checkout", "Balance/zones", "Rollout/nothing"]
+    assert log.said(asked) == {"Rollout/checkout": written[2].gist(), "Balance/zones": other.gist()}
+    assert len(decoded) == 2  # the latest of each target, not the four records
+    newer = DecisionLog(log.path).append(decision(10, action="advance"))  # another writer
+    assert log.said(asked)["Rollout/checkout"] == newer.gist()
+    log.path.write_bytes(b"not json\n" + b"".join(lines_of(log)[1:]))
+    with pytest.raises(DecisionLogError, match=r"decisions.jsonl:1: not a decision"):
+        log.said(asked)
+
+
 def test_having_names_the_ids_the_log_holds_in_one_pass(log: DecisionLog) -> None:
     written = fill(log, 4)
     absent = "20990101T000000.000Z-deadbeef"
