@@ -40,7 +40,7 @@ from .decisions import DecisionLog
 from .guardrails import recent_shifts
 from .record import Action, Decision, DecisionWeights
 from .rollout import Phase
-from .state import BaselineMemo, Intent, Override, StateStore, TargetState
+from .state import BaselineMemo, Intent, Override, StateConflict, StateStore, TargetState
 from .targets import Target, requests_for
 
 __all__ = ["Reconciler", "ReconcilerConfig"]
@@ -127,7 +127,7 @@ class Reconciler:
                 mine = {r.key: found for r in requests if (found := take(r.key)) is not None}
                 measurements = Measurements(mine, source_error)
                 turns.append(self._decide(target, measurements, now, requests, state))
-            decisions = self._commit(turns)
+            decisions = self._commit(turns, set_aside=True)
             del turns
             yield from decisions
 
@@ -256,8 +256,9 @@ class Reconciler:
             turn.save, turn.move = proposed.with_(intent=intent), desired
         return turn
 
-    def _commit(self, turns: Sequence[_Turn]) -> list[Decision]:
-        """Steps 6-8 for a batch of turns, each step done once for the whole batch.
+    def _commit(self, turns: Sequence[_Turn], *, set_aside: bool = False) -> list[Decision]:
+        """Steps 6-8 for a batch of turns, each step done once for the whole batch; the
+        decisions of the turns committed.
 
         6. Record, before acting: every state to save — each move's intent, carrying its
            decision, among them — is written and fsync'd; then every decision is appended to
@@ -268,13 +269,20 @@ class Reconciler:
         8. Verify: each move is read back, and the verified states (intent cleared) are saved
            in one batch. A crash before then leaves intents, which the next cycle verifies
            without stepping again.
+
+        With ``set_aside``, a target whose state changed on disk since the cycle read it (a
+        person's ``trimtab pause`` while the cycle measured) is left out — nothing recorded,
+        nothing moved, its state as that person left it — and decided again next cycle; the
+        rest of the batch goes on. Without, :class:`StateConflict` fails the batch.
         """
         states = self.config.states
-        writes = [t for t in turns if t.save is not None]
         moves = [t for t in turns if t.move is not None]
         try:
-            saved = states.save_all([(t.target.key, t.save) for t in writes if t.save is not None])
-            pending = {t.target.key: s for t, s in zip(writes, saved, strict=True)}
+            writes = [(t.target.key, t.save) for t in turns if t.save is not None]
+            pending = self._save_all(writes, set_aside=set_aside)
+            if len(pending) < len(writes):  # set aside: decided again next cycle
+                turns = [t for t in turns if t.save is None or t.target.key in pending]
+                moves = [t for t in moves if t.target.key in pending]
             try:
                 decisions = self._record([t.decision for t in turns])
             except BaseException:
@@ -304,12 +312,34 @@ class Reconciler:
             done = self._verified(turn.target, pending[key], adapter, turn.move)
             if done is not None:
                 verified.append((key, done))
-        states.save_all(verified)
+        self._save_all(verified, set_aside=set_aside)
         if refused:
             holds = self._record(list(refused.values()))
             for index, hold_decision in zip(refused, holds, strict=True):
                 decisions[index] = hold_decision
         return decisions
+
+    def _save_all(
+        self, pairs: Sequence[tuple[str, TargetState]], *, set_aside: bool
+    ) -> dict[str, TargetState]:
+        """Save ``pairs``; the saved states by target. With ``set_aside``, the targets whose
+        state changed on disk since it was read are left unsaved (and named in the log)."""
+        while True:
+            try:
+                saved = self.config.states.save_all(pairs)
+            except StateConflict as conflict:
+                stale = set(conflict.targets)
+                if not set_aside or not stale:
+                    raise
+                for key in sorted(stale):
+                    log.warning(
+                        "%s: its state changed on disk while the cycle decided (a person's "
+                        "command?); left as it is, and decided again next cycle",
+                        key,
+                    )
+                pairs = [(key, state) for key, state in pairs if key not in stale]
+                continue
+            return {key: state for (key, _), state in zip(pairs, saved, strict=True)}
 
     def override(self, target: Target, command: str, actor: str, now: datetime) -> Decision:
         """A person's command: ``pause``, ``resume``, ``abort`` (roll back now) or ``promote``.

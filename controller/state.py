@@ -65,7 +65,12 @@ class StateError(TrimtabError):
 
 
 class StateConflict(StateError):
-    """The state on disk changed since it was read (its ``version`` moved on)."""
+    """The state on disk changed since it was read (its ``version`` moved on); ``targets`` are
+    every target of the batch whose state did."""
+
+    def __init__(self, message: str, targets: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.targets: tuple[str, ...] = tuple(targets)
 
 
 def _utc(value: datetime) -> datetime:
@@ -451,7 +456,8 @@ class StateStore:
 
         Every file is written as :meth:`save` writes it — a temp file, fsync'd, renamed over the
         old one — and all are durable when this returns. What a batch saves on: the versions
-        are all checked before anything is written (a conflict writes nothing), the directory
+        are all checked before anything is written (a conflict writes nothing, and
+        :class:`StateConflict` names every target whose state moved on), the directory
         is fsync'd once after every rename, and the files are written by a few threads, whose
         fsyncs the file system commits together. A cycle over 10,000 targets so pays for a
         few journal commits, not for 20,000 in a row.
@@ -468,13 +474,19 @@ class StateStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._lock, self._flock():
             if check:
+                stale = []  # every one of them, so that a caller can set them all aside
                 for (target, state), path in zip(states, paths, strict=True):
                     on_disk = self.load(target).version
                     if on_disk != state.version:
-                        raise StateConflict(
-                            f"{path}: version {on_disk} on disk, but this state was read at "
-                            f"version {state.version}; load it again"
-                        )
+                        stale.append((target, path, on_disk, state.version))
+                if stale:
+                    _, path, on_disk, read = stale[0]
+                    more = f" (and {len(stale) - 1} more)" if len(stale) > 1 else ""
+                    raise StateConflict(
+                        f"{path}: version {on_disk} on disk, but this state was read at "
+                        f"version {read}; load it again{more}",
+                        [target for target, *_ in stale],
+                    )
             saved = [_versioned(state, state.version + 1) for _, state in states]
             if len(states) == 1:
                 self._write(states[0][0], saved[0], paths[0])

@@ -4,9 +4,10 @@ moves nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from trimtab.adapters.fake import FakeTrafficAdapter, ListMetricSource
@@ -17,7 +18,7 @@ from trimtab.controller.record import Action, Decision, DecisionWeights
 from trimtab.controller.state import Intent, StateStore
 from trimtab.controller.targets import targets
 from trimtab.slo import load_text
-from trimtab.slo.ports import Weights
+from trimtab.slo.ports import Measurements, MetricSource, SeriesRequest, Weights
 
 NAMES = ("alpha", "beta", "gamma")
 CONFIG = load_text(
@@ -73,10 +74,12 @@ class Watching(FakeTrafficAdapter):
         super().set_weights(weights)
 
 
-def reconciler(directory: Path, adapters: dict[str, FakeTrafficAdapter]) -> Reconciler:
+def reconciler(
+    directory: Path, adapters: dict[str, FakeTrafficAdapter], source: MetricSource | None = None
+) -> Reconciler:
     return Reconciler(
         ReconcilerConfig(
-            source=ListMetricSource.constant({"v1": 0.0001, "v2": 0.0001}),
+            source=source or ListMetricSource.constant({"v1": 0.0001, "v2": 0.0001}),
             adapters=adapters,
             states=StateStore(directory / "state"),
             log=DecisionLog(directory / "decisions.jsonl"),
@@ -200,3 +203,76 @@ def test_a_streamed_cycle_hands_over_each_batch_once_it_is_committed(
     rest = list(stream)
     assert [d.target for d in [first, *rest]] == [t.key for t in TARGETS]
     assert adapters[TARGETS[2].key].weights == FIRST_STEP
+
+
+class Meanwhile:
+    """A metric source during whose query ``act`` runs: what happens while a cycle measures."""
+
+    def __init__(self, act: Callable[[], object]) -> None:
+        self.inner = ListMetricSource.constant({"v1": 0.0001, "v2": 0.0001})
+        self.act = act
+
+    def query(self, requests: Sequence[SeriesRequest], at: datetime) -> Measurements:
+        self.act()
+        return self.inner.query(requests, at)
+
+    def query_range(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.query_range(*args, **kwargs)
+
+
+def test_a_person_acting_on_one_target_during_a_cycle_holds_back_only_that_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`trimtab pause beta` lands while the cycle measures (seconds, at scale): beta's state
+    on disk is newer than the one the cycle read. The cycle leaves beta to the next one; the
+    other targets of its batch, and the batches after it, go on."""
+    monkeypatch.setattr(reconcile, "BATCH", 2)  # beta in the first batch, gamma in the next
+    adapters: dict[str, FakeTrafficAdapter] = {t.key: FakeTrafficAdapter(START) for t in TARGETS}
+    beta = TARGETS[1]
+    person = reconciler(tmp_path, adapters)  # as `trimtab pause` would, in its own process
+    run = reconciler(
+        tmp_path, adapters, Meanwhile(lambda: person.override(beta, "pause", "ana", T0))
+    )
+    decisions = run.cycle(TARGETS, T0)
+    assert [d.target for d in decisions] == [TARGETS[0].key, TARGETS[2].key]
+    assert [d.action for d in decisions] == [Action.ADVANCE] * 2
+    assert adapters[beta.key].weights == START  # never moved
+    assert adapters[TARGETS[2].key].weights == FIRST_STEP
+    states = StateStore(tmp_path / "state")
+    assert states.load(beta.key).phase == "Paused"  # the person's state, as they left it
+    later = reconciler(tmp_path, adapters).cycle([beta], T0 + timedelta(seconds=30))
+    assert [(d.target, d.action) for d in later] == [(beta.key, Action.HOLD)]
+    assert DecisionLog(tmp_path / "decisions.jsonl").verify().ok
+
+
+class Interrupted(FakeTrafficAdapter):
+    """A proxy during whose move ``act`` runs: a person's command after the intent was saved."""
+
+    def __init__(self, act: Callable[[], object]) -> None:
+        super().__init__(START)
+        self.act = act
+
+    def set_weights(self, weights: Weights) -> None:
+        super().set_weights(weights)
+        self.act()
+
+
+def test_a_person_acting_while_a_target_moves_leaves_its_verification_to_the_next_cycle(
+    tmp_path: Path,
+) -> None:
+    adapters: dict[str, FakeTrafficAdapter] = {t.key: FakeTrafficAdapter(START) for t in TARGETS}
+    beta = TARGETS[1]
+    person = reconciler(tmp_path, adapters)
+    adapters[beta.key] = Interrupted(lambda: person.override(beta, "pause", "ana", T0))
+    decisions = reconciler(tmp_path, adapters).cycle(TARGETS, T0)
+    assert [d.action for d in decisions] == [Action.ADVANCE] * 3  # all recorded, all moved
+    states = StateStore(tmp_path / "state")
+    paused = states.load(beta.key)
+    assert paused.phase == "Paused"
+    assert paused.intent is not None  # the person's save kept it; the cycle did not clear it
+    assert all(states.load(t.key).intent is None for t in TARGETS if t is not beta)
+    later = reconciler(tmp_path, adapters).cycle([beta], T0 + timedelta(seconds=30))
+    assert [d.action for d in later] == [Action.HOLD]
+    assert states.load(beta.key).intent is None  # verified then
+    assert adapters[beta.key].weights == FIRST_STEP
+    assert DecisionLog(tmp_path / "decisions.jsonl").verify().ok

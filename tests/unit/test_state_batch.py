@@ -28,10 +28,13 @@ def test_a_batch_saves_every_state_with_its_version_raised(store: StateStore) ->
 
 def test_a_conflict_anywhere_in_a_batch_writes_nothing(store: StateStore) -> None:
     saved = store.save_all([(t, TargetState()) for t in TARGETS])
-    StateStore(store.directory).save(TARGETS[25], saved[25].with_(step=3))  # someone else
+    someone = StateStore(store.directory)
+    someone.save(TARGETS[25], saved[25].with_(step=3))
+    someone.save(TARGETS[33], saved[33].with_(step=2))
     before = {t: store.path(t).read_bytes() for t in TARGETS}
-    with pytest.raises(StateConflict, match="svc25"):
+    with pytest.raises(StateConflict, match=r"svc25.*\(and 1 more\)") as caught:
         store.save_all([(t, s.with_(step=1)) for t, s in zip(TARGETS, saved, strict=True)])
+    assert caught.value.targets == (TARGETS[25], TARGETS[33])  # every one, to set them aside
     assert {t: store.path(t).read_bytes() for t in TARGETS} == before
 
 
