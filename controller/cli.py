@@ -459,7 +459,7 @@ def history(
             raise typer.Exit(1)
         out.print(f"verified: {result.records} records, chain intact")
         return
-    decisions = [d.to_json() for d in log.records() if target in (None, d.target)]
+    decisions = [d.to_json() for d in log.records(target)]
     _print_decisions(decisions, output)
 
 

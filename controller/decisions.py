@@ -135,11 +135,18 @@ class DecisionLog:
             self._write_head(count + len(sealed), prev)
             return sealed
 
-    def records(self) -> Iterator[Decision]:
+    def records(self, target: str | None = None) -> Iterator[Decision]:
         """Every complete record, oldest first; a torn final line is skipped (never committed).
-        Reads a snapshot taken under a shared lock; nothing when the log does not exist."""
+        Reads a snapshot taken under a shared lock; nothing when the log does not exist.
+
+        With ``target`` ("Rollout/checkout"), only its records: only the lines that hold its
+        JSON text are decoded."""
+        quoted = None if target is None else json.dumps(target).encode("ascii")
         for number, raw in enumerate(self._snapshot()[0], 1):
-            yield self._decoded(raw, number)
+            if quoted is None:
+                yield self._decoded(raw, number)
+            elif quoted in raw and (found := self._decoded(raw, number)).target == target:
+                yield found
 
     def find(self, decision_id: str) -> Decision | None:
         """The decision with this id, or ``None``.

@@ -269,10 +269,13 @@ def test_find_and_last_decode_only_the_records_they_are_after(log: DecisionLog) 
     )
     assert log.find(written[1].id) == written[1]
     assert log.last("Rollout/checkout") == written[2]
+    assert list(log.records("Rollout/checkout")) == written
+    assert list(log.records("Balance/zones")) == [other]
     lines = lines_of(log)
     log.path.write_bytes(b"not a decision\n" + b"".join(lines[1:]))
     assert log.find(written[1].id) == written[1]
     assert log.last("Balance/zones") == other
+    assert list(log.records("Balance/zones")) == [other]
     broken = json.dumps({"id": written[0].id, "broken": True}).encode() + b"\n"
     log.path.write_bytes(broken + b"".join(lines[1:]))
     with pytest.raises(DecisionLogError, match=r"decisions.jsonl:1: not a decision"):
