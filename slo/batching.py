@@ -274,6 +274,10 @@ class _Packed(Mapping[str, Mapping[float, WindowMeasurement]]):
         return repr(dict(self))
 
 
+_Index = Mapping[object, list[tuple[SeriesRequest, Membership | None]]]
+"""A query's members by the label values their series carry, with their membership test."""
+
+
 def _reader(labels: tuple[str, ...]) -> Callable[[Mapping[str, str]], object]:
     """How a series' values of the exact ``labels`` are read, as :meth:`Assembly.split` keys
     its index: one value as it is, several as a tuple (:class:`operator.itemgetter`'s own way,
@@ -310,7 +314,7 @@ class Split:
     def __init__(
         self,
         query: Query,
-        index: Mapping[object, list[tuple[SeriesRequest, Membership | None, int]]],
+        index: _Index,
         read: Callable[[Mapping[str, str]], object],
         table: _Table,
         firsts: dict[tuple[str, str], dict[str, int]],
@@ -340,7 +344,7 @@ class Split:
             return
         backend = self._names.setdefault(backend, backend)
         column, seen, written = self._column, table.seen, self._written
-        for member, belongs, offset in found:
+        for member, belongs in found:
             if belongs is not None and belongs.patterns and not belongs.admits(labels):
                 continue
             mine = firsts.get(member.key)
@@ -349,7 +353,7 @@ class Split:
             first = mine.get(backend)
             if first is None:
                 first = mine[backend] = table.grow(len(member.windows))
-            slot = first + offset
+            slot = first + member.windows.index(query.window)
             if seen[slot] & bit:
                 self._errors[member.key][query.window] = (
                     f"the query returned several series for backend {backend!r}; "
@@ -389,6 +393,10 @@ class Assembly:
             int, tuple[int, tuple[tuple[str, str, str], ...], tuple[str, ...] | None]
         ] = {}
         self._numbers: dict[tuple[tuple[str, str, str], ...], int] = {}
+        # The last query's members (by identity), indexed: a plan asks one SLO's windows and
+        # counts one after another, of the same targets, and each index is built once.
+        self._indexed: tuple[tuple[int, ...], _Index, Callable[[Mapping[str, str]], object]]
+        self._indexed = ((), {}, _no_labels)
 
     def add(self, query: Query, answer: Answer) -> None:
         """Split one query's answer (or failure) to the requests it serves."""
@@ -403,14 +411,24 @@ class Assembly:
     def split(self, query: Query) -> Split:
         """Where one query's samples go, one at a time: a source can split an answer while it
         decodes it, and never hold it whole (at 10,000 targets, 20,000 series of labels)."""
-        window = query.window
-        # Index the members by the exact label values they expect, so splitting a batch of
-        # N targets costs O(N + samples), not O(N × samples).
-        index: dict[object, list[tuple[SeriesRequest, Membership | None, int]]]
+        index, read = self._index(query.members)
+        return Split(query, index, read, self._table, self._firsts, self._names, self._errors)
+
+    def _index(
+        self, members: tuple[SeriesRequest, ...]
+    ) -> tuple[_Index, Callable[[Mapping[str, str]], object]]:
+        """``members`` by the exact label values their series carry, so that splitting a batch
+        of N targets costs O(N + samples), not O(N × samples); and how a series' values are
+        read. The same members as the last query's share its index (at 10,000 targets, a
+        cycle's 9 queries built 9 indexes of 10,000 targets; now 3, one per SLO)."""
+        ids = tuple(map(id, members))
+        if ids == self._indexed[0]:
+            return self._indexed[1], self._indexed[2]
+        index: defaultdict[object, list[tuple[SeriesRequest, Membership | None]]]
         index = defaultdict(list)
         memberships = self._memberships
         probe: Membership | None = None
-        for member in query.members:
+        for member in members:
             number, matchers, names = self._placeholders(member.slo.spec)
             belongs: Membership | None = None
             values = _plain_values(names, member.params) if names is not None else None
@@ -423,9 +441,10 @@ class Assembly:
             if probe is None:
                 probe = belongs or membership(matchers, member.param_map)
             key = values[0] if len(values) == 1 else values  # as _reader reads it
-            index[key].append((member, belongs, member.windows.index(window)))
+            index[key].append((member, belongs))
         read = _reader(tuple(label for label, _ in probe.exact) if probe else ())
-        return Split(query, index, read, self._table, self._firsts, self._names, self._errors)
+        self._indexed = (ids, index, read)
+        return index, read
 
     def _placeholders(
         self, spec: SLOSpec
@@ -444,7 +463,7 @@ class Assembly:
     def measurements(self, source_error: str | None = None) -> Measurements:
         """Every request's result from the answers added (once: it lets go of them)."""
         results = _Results(self._requests, self._table, self._firsts, self._errors)
-        self._table, self._firsts = _Table(), {}
+        self._table, self._firsts, self._indexed = _Table(), {}, ((), {}, _no_labels)
         return Measurements(results, source_error)
 
 

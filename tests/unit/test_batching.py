@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
-from trimtab.slo import load_text
+from trimtab.slo import batching, load_text
 from trimtab.slo.batching import Assembly, Query, assemble, plan_queries
 from trimtab.slo.health import Level, health_windows
 from trimtab.slo.ports import SeriesRequest
@@ -119,6 +120,28 @@ def test_answers_split_back_per_target_and_backend() -> None:
     assert checkout.health("v2").level is Level.HEALTHY
     assert cart.windows("v2")[300.0].value == pytest.approx(0.5)
     assert cart.windows("v2")[300.0].events == 600.0
+
+
+def test_the_queries_of_one_slo_share_one_index_of_its_targets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plan asks an SLO's windows and counts one after another, for the same targets: their
+    index is built once (at 10,000 targets, 9 indexes a cycle became 3)."""
+    requests = [request("errors", s) for s in ("cart", "checkout", "search")]
+    queries = plan_queries(requests, max_values=1)  # generic: the split picks the targets
+    assert len(queries) == 2 * len(health_windows(ERRORS.spec))  # counted and events
+    looked_up: list[object] = []
+    plain_values = batching._plain_values
+
+    def counted(*args: Any) -> Any:
+        looked_up.append(args)
+        return plain_values(*args)
+
+    monkeypatch.setattr(batching, "_plain_values", counted)
+    measurements = assemble(requests, [(q, _answer(q)) for q in queries])
+    assert len(looked_up) == len(requests)  # once per target, not once per query
+    assert measurements[requests[0]].health("v2").level is Level.UNAVAILABLE
+    assert measurements[requests[1]].health("v2").level is Level.HEALTHY
 
 
 def test_the_results_are_a_mapping_of_every_request_made_when_asked() -> None:
