@@ -487,19 +487,21 @@ def _splitting(split: Split) -> Callable[[dict[str, Any]], Any]:
     at once; as samples, 7 MB.
     """
 
+    add = split.add
+
     def hook(obj: dict[str, Any]) -> Any:
-        if len(obj) != 2:
-            return obj
-        labels, value = obj.get("metric"), obj.get("value")
-        if type(labels) is not dict or type(value) is not list or len(value) != 2:
-            return obj
-        if type(value[1]) is not str or not all(type(v) is str for v in labels.values()):
+        value = obj.get("value")
+        if type(value) is not list or len(obj) != 2 or len(value) != 2:
+            return obj  # the labels, the answer, its data: not a series
+        labels, text = obj.get("metric"), value[1]
+        if type(labels) is not dict or type(text) is not str:
             return obj
         try:
-            number = float(value[1])
-        except ValueError:
+            number = float(text)
+            "".join(labels.values())  # a TypeError unless every label value is a string
+        except (ValueError, TypeError):
             return obj
-        split.add(labels, number)
+        add(labels, number)
         return _SPLIT
 
     return hook

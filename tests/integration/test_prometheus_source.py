@@ -573,6 +573,27 @@ def test_bad_answers_are_unknown_with_the_cause_then_recover(
         assert level(recovered, STAND_IN_REQUESTS[1], "zone-a") is Level.HEALTHY
 
 
+def test_label_values_that_are_not_strings_are_read_as_text(
+    loopback_server: Callable[..., LoopbackServer],
+) -> None:
+    """Prometheus sends every label value as a string; an API that sends a number is read as
+    its text (the series is not split as it is decoded, but after), not dropped."""
+
+    def answer(recorded: Recorded) -> Reply:
+        reply = healthy_answer(recorded)
+        body = json.loads(reply.body)
+        for series in body["data"]["result"]:
+            series["metric"].update(service_version=2, shard=7)  # the backend label read too
+        return Reply(body=json.dumps(body).encode())
+
+    server = loopback_server(answer)
+    with source(server.url) as s:
+        measured = s.query(STAND_IN_REQUESTS, AT_TIME)
+    assert list(measured[STAND_IN_REQUESTS[0]].backends) == ["2"]
+    assert level(measured, STAND_IN_REQUESTS[0], "2") is Level.HEALTHY
+    assert level(measured, STAND_IN_REQUESTS[1], "zone-a") is Level.HEALTHY
+
+
 def test_a_lasting_failure_is_logged_once_and_its_end_too(
     loopback_server: Callable[..., LoopbackServer], caplog: pytest.LogCaptureFixture
 ) -> None:
