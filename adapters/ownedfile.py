@@ -130,7 +130,8 @@ class OwnedFile:
         but times are coarse (a few milliseconds on some file systems): two writes in one tick
         with the same size look alike. So, as git does for its index, a file whose last change
         is that recent has no stamp, and is read every time until it settles. The change time
-        cannot be set by hand. The stamp is a hash of those fields: 8 bytes per file kept.
+        cannot be set by hand. The stamp is a hash of those fields (8 bytes per file kept):
+        two states of one file share a stamp with odds of about one in 2**61.
         """
         try:
             seen = os.lstat(self._where)

@@ -333,8 +333,8 @@ class Reconciler:
                     raise
                 for key in sorted(stale):
                     log.warning(
-                        "%s: its state changed on disk while the cycle decided (a person's "
-                        "command?); left as it is, and decided again next cycle",
+                        "%s: its state changed on disk during the cycle (a person's command?); "
+                        "left as it is, for the next cycle to take up",
                         key,
                     )
                 pairs = [(key, state) for key, state in pairs if key not in stale]
