@@ -47,6 +47,7 @@ from trimtab.slo.batching import (
     Split,
     assemble,
     plan_what_can_be_planned,
+    with_unplanned,
 )
 from trimtab.slo.durations import format_duration
 from trimtab.slo.ports import Measurements, SeriesRequest, SeriesResult
@@ -255,11 +256,7 @@ class PrometheusSource:
             for unread in sent:  # only after an error here: their connections go back
                 if isinstance(unread, httpx.Response):
                     unread.close()
-        measured = assembly.measurements(self._note(failures))
-        if not unplanned:
-            return measured
-        failed = {r.key: _failed(r, unplanned[r.key]) for r in requests if r.key in unplanned}
-        return Measurements({**measured.results, **failed}, measured.source_error)
+        return with_unplanned(requests, assembly.measurements(self._note(failures)), unplanned)
 
     def query_range(
         self, request: SeriesRequest, start: datetime, end: datetime, step: float

@@ -49,7 +49,13 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 from trimtab.slo import models
-from trimtab.slo.batching import Answer, Query, assemble, plan_what_can_be_planned
+from trimtab.slo.batching import (
+    Answer,
+    Query,
+    assemble,
+    plan_what_can_be_planned,
+    with_unplanned,
+)
 from trimtab.slo.durations import format_duration
 from trimtab.slo.evaluate import Point, Series, evaluate, read_selectors, selects
 from trimtab.slo.ports import Measurements, SeriesRequest, SeriesResult
@@ -390,13 +396,13 @@ class ScrapeSource:
                     f"{s.url}: {s.error}" for s in down
                 )
                 answers: list[tuple[Query, Answer]] = [(q, error) for q in plan]
-                return _with_unplanned(
+                return with_unplanned(
                     requests, assemble(requests, answers, source_error=error), unplanned
                 )
             answers = []
             for query in plan:
                 answers.extend(self._answer(query, when, statuses))
-        return _with_unplanned(requests, assemble(requests, answers), unplanned)
+        return with_unplanned(requests, assemble(requests, answers), unplanned)
 
     def _answer(
         self, query: Query, at: float, statuses: Sequence[TargetStatus]
@@ -489,21 +495,6 @@ def _samples(
             labels.update(target)
             explicit = None if sample.timestamp is None else float(sample.timestamp)
             yield labels, float(sample.value), explicit
-
-
-def _with_unplanned(
-    requests: Sequence[SeriesRequest],
-    measured: Measurements,
-    unplanned: Mapping[tuple[str, str], str],
-) -> Measurements:
-    if not unplanned:
-        return measured
-    failed = {
-        r.key: SeriesResult(r, errors=dict.fromkeys(r.windows, unplanned[r.key]))
-        for r in requests
-        if r.key in unplanned
-    }
-    return Measurements({**measured.results, **failed}, measured.source_error)
 
 
 def _reason(exc: BaseException) -> str:

@@ -53,6 +53,7 @@ __all__ = [
     "assemble",
     "plan_queries",
     "plan_what_can_be_planned",
+    "with_unplanned",
 ]
 
 Field = Literal["value", "events", "counted"]
@@ -158,6 +159,23 @@ def plan_what_can_be_planned(
         else:
             good.append(request)
     return plan_queries(good, max_values=max_values), bad
+
+
+def with_unplanned(
+    requests: Sequence[SeriesRequest],
+    measured: Measurements,
+    unplanned: Mapping[tuple[str, str], str],
+) -> Measurements:
+    """``measured``, with a failed result for each request :func:`plan_what_can_be_planned` set
+    aside (every window failing with why its query could not be built)."""
+    if not unplanned:
+        return measured
+    failed = {
+        r.key: SeriesResult(r, errors=dict.fromkeys(r.windows, unplanned[r.key]))
+        for r in requests
+        if r.key in unplanned
+    }
+    return Measurements({**measured.results, **failed}, measured.source_error)
 
 
 def assemble(

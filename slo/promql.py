@@ -458,7 +458,8 @@ class Membership:
         object.__setattr__(self, "values", tuple(value for _, value in self.exact))
 
     def admits(self, labels: Mapping[str, str]) -> bool:
-        """Whether ``labels`` match the patterns (the exact values checked by key)."""
+        """Whether ``labels`` match the patterns (the exact values are checked by the caller,
+        against :attr:`values`)."""
         return all(
             label in labels and pattern.fullmatch(labels[label]) is not None
             for label, pattern in self.patterns
