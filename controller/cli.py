@@ -524,6 +524,10 @@ def status(
 def _override(command: str, name: str, files: Sequence[Path], state_dir: Path | None) -> None:
     import getpass
 
+    from trimtab.slo import TrimtabError
+
+    from .state import StateConflict
+
     config = _load(files)
     wiring = _wired(config, None, state_dir, False, getpass.getuser())
     key = name if "/" in name else f"Rollout/{name}"
@@ -533,7 +537,13 @@ def _override(command: str, name: str, files: Sequence[Path], state_dir: Path | 
         raise typer.Exit(1)
     try:
         decision = wiring.reconciler.override(target, command, getpass.getuser(), datetime.now(UTC))
-    except ValueError as error:
+    except StateConflict:
+        err.print(
+            f"{key}: a controller saved its state each time this command read it; nothing "
+            "changed: run the command again"
+        )
+        raise typer.Exit(1) from None
+    except (ValueError, TrimtabError) as error:  # UnappliedOverride says what was recorded
         err.print(escape(str(error)))
         raise typer.Exit(1) from None
     out.print(_one_line(decision.to_json()))

@@ -22,6 +22,7 @@ from datetime import datetime
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 from trimtab.slo.baseline import BaselineResult, BaselineSettings, BaselineTrack, extend, observe
 from trimtab.slo.durations import format_duration
+from trimtab.slo.errors import TrimtabError
 from trimtab.slo.health import Health, counts_events, health_windows, is_budget_based
 from trimtab.slo.models import BalanceSpec, RolloutSpec
 from trimtab.slo.ports import (
@@ -43,7 +44,7 @@ from .rollout import Phase
 from .state import BaselineMemo, Intent, Override, StateConflict, StateStore, TargetState
 from .targets import Target, requests_for
 
-__all__ = ["Reconciler", "ReconcilerConfig"]
+__all__ = ["Reconciler", "ReconcilerConfig", "UnappliedOverride"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,22 @@ _QUIET = (Action.HOLD, Action.NONE)  # the actions a repeat of the last decision
 BATCH = 500
 """Targets decided, then committed, together. Each batch costs two fsyncs (state files, the
 decision log) when it writes anything; larger batches hold more turns in memory at once."""
+OVERRIDE_ATTEMPTS = 3
+"""How many times a person's command reads and decides again when a cycle saved the target's
+state meanwhile."""
+
+
+class UnappliedOverride(TrimtabError):
+    """A person's command is recorded and its intent saved, but the route refused its weights:
+    a running controller applies them on its next cycle (as after a crash)."""
+
+    def __init__(self, decision: Decision, error: TrafficError) -> None:
+        desired = dict(decision.weights.desired)
+        super().__init__(
+            f"{decision.action} is recorded ({decision.id}), but the route refused {desired}: "
+            f"{error}. Its intent is saved: a running controller applies it on its next cycle."
+        )
+        self.decision = decision
 
 
 @dataclass(frozen=True)
@@ -78,7 +95,9 @@ class Reconciler:
 
     def __init__(self, config: ReconcilerConfig) -> None:
         self.config = config
-        self._resumed: set[str] = set()  # targets whose saved intent this process checked
+        # Per target, the decision of the last intent this process found in the log or put
+        # there: an intent another writer saved (a restart, a person's command) is new here.
+        self._logged: dict[str, str] = {}
         self._baselines: dict[str, BaselineMemo] = {}  # per target, the step's baseline test
         # One shared by every move: a Retrying is a reference cycle (its per-call state holds its
         # bound methods), and one per move left 10,000 a cycle for the collector.
@@ -277,22 +296,20 @@ class Reconciler:
         """
         states = self.config.states
         moves = [t for t in turns if t.move is not None]
+        writes = [(t.target.key, t.save) for t in turns if t.save is not None]
+        pending = self._save_all(writes, set_aside=set_aside)
+        if len(pending) < len(writes):  # set aside: decided again next cycle
+            turns = [t for t in turns if t.save is None or t.target.key in pending]
+            moves = [t for t in moves if t.target.key in pending]
         try:
-            writes = [(t.target.key, t.save) for t in turns if t.save is not None]
-            pending = self._save_all(writes, set_aside=set_aside)
-            if len(pending) < len(writes):  # set aside: decided again next cycle
-                turns = [t for t in turns if t.save is None or t.target.key in pending]
-                moves = [t for t in moves if t.target.key in pending]
-            try:
-                decisions = self._record([t.decision for t in turns])
-            except BaseException:
-                states.save_all([(t.target.key, _unmoved(t, pending)) for t in moves])
-                raise
+            decisions = self._record([t.decision for t in turns])
         except BaseException:
-            # Some intents may be on disk without their decisions in the log (a failed write,
-            # a failed undo): the next cycle looks for them there again, as after a restart.
-            self._resumed.difference_update(t.target.key for t in moves)
+            # Should this undo fail too, intents stay on disk without their decisions in the
+            # log: new to :meth:`_resuming`, the next cycle looks for them there again.
+            states.save_all([(t.target.key, _unmoved(t, pending)) for t in moves])
             raise
+        for turn in moves:  # in the log: no need to look for them there
+            self._logged[turn.target.key] = turn.decision.id
         verified: list[tuple[str, TargetState]] = []
         refused: dict[int, Decision] = {}
         for index, turn in enumerate(turns):
@@ -347,14 +364,69 @@ class Reconciler:
         Recorded with the person as the actor. ``resume`` also accepts the weights the route
         serves now as applied, ending a drift hold: trimtab never fights a person, so it waits
         for one to say the route is theirs again.
+
+        As in a cycle, the state is saved before the decision is recorded, and a move's intent
+        carries its decision: a running controller that finds the intent without its decision
+        in the log (the command stopped between the two) records it before acting on it. When
+        a controller's cycle saves this target's state between the command's read and its
+        save, the command reads the state again and decides again, up to
+        :data:`OVERRIDE_ATTEMPTS` times; so it never records a decision that did not take effect.
+
+        Raises ``ValueError`` for a command that does not apply to the target's phase or kind,
+        :class:`~trimtab.controller.state.StateConflict` when every attempt met a save, and
+        :class:`UnappliedOverride` when the decision is recorded but the route refused it.
         """
-        states = self.config.states
-        state = states.load(target.key)
+        states, log_ = self.config.states, self.config.log
         adapter = self.config.adapters[target.key]
+        for attempt in range(1, OVERRIDE_ATTEMPTS + 1):
+            state = states.load(target.key)
+            actual = dict(adapter.get_weights())
+            decision, changed, desired = self._overridden(
+                target, state, actual, command, actor, now
+            )
+            moving = desired != actual and not self.config.dry_run
+            if moving:
+                intent = Intent(desired, decision.id, command, now, record=decision.to_json())
+                changed = changed.with_(intent=intent)
+            try:
+                saved = states.save(target.key, changed)
+                break
+            except StateConflict:
+                if attempt == OVERRIDE_ATTEMPTS:
+                    raise
+                log.info("%s: its state changed while %s was decided", target.key, command)
+        try:
+            recorded = log_.append(decision)
+        except BaseException:
+            try:
+                states.save(target.key, state.with_(version=saved.version))  # as it was
+            except Exception as undo:  # the first failure is the one to report
+                log.error(
+                    "%s: cannot undo the state of an unrecorded %s: %s", target.key, command, undo
+                )
+            raise
+        if moving:
+            try:
+                self._apply(adapter, desired)
+            except TrafficError as error:
+                raise UnappliedOverride(recorded, error) from error
+            self._settle(target, saved, adapter, desired)
+        return recorded
+
+    def _overridden(
+        self,
+        target: Target,
+        state: TargetState,
+        actual: dict[str, int],
+        command: str,
+        actor: str,
+        now: datetime,
+    ) -> tuple[Decision, TargetState, dict[str, int]]:
+        """What a person's ``command`` decides from ``state``: its decision, the state it
+        leaves (not saved) and the weights it wants. Raises ``ValueError`` for a command that
+        does not apply."""
         spec = self.config.specs[target.key]
-        actual = dict(adapter.get_weights())
-        mark = Override(command, actor, now)
-        changes: dict[str, object] = {"actor_override": mark}
+        changes: dict[str, object] = {"actor_override": Override(command, actor, now)}
         desired = actual
         if command == "pause":
             if state.phase not in (Phase.PENDING, Phase.PROGRESSING):
@@ -378,28 +450,19 @@ class Reconciler:
                 changes.update(phase=Phase.PROMOTED.value, step=len(spec.steps) - 1)
         else:
             raise ValueError(f"unknown command {command!r}")
-        decision = self.config.log.append(
-            Decision(
-                at=now,
-                target=target.key,
-                kind=target.kind,
-                action=Action(command),
-                weights=DecisionWeights(actual, desired, None if desired != actual else actual),
-                reasons=[{"message": f"{command} by {actor}"}],
-                dry_run=self.config.dry_run,
-                actor=actor,
-                phase=str(changes.get("phase", state.phase)),
-                cause=Cause.MANUAL,
-            )
+        decision = Decision(
+            at=now,
+            target=target.key,
+            kind=target.kind,
+            action=Action(command),
+            weights=DecisionWeights(actual, desired, None if desired != actual else actual),
+            reasons=[{"message": f"{command} by {actor}"}],
+            dry_run=self.config.dry_run,
+            actor=actor,
+            phase=str(changes.get("phase", state.phase)),
+            cause=Cause.MANUAL,
         )
-        state = states.save(target.key, state.with_(**changes))
-        if desired != actual and not self.config.dry_run:
-            pending = states.save(
-                target.key, state.with_(intent=Intent(desired, decision.id, command, now))
-            )
-            self._apply(adapter, desired)
-            self._settle(target, pending, adapter, desired)
-        return decision
+        return decision, state.with_(**changes), desired
 
     # ------------------------------------------------------------------------------ helpers
 
@@ -504,12 +567,12 @@ class Reconciler:
         return memo
 
     def _resuming(self, target: Target, state: TargetState) -> bool:
-        """Whether ``state`` holds an intent this process has not looked at yet (once per
-        process: after a crash, or a restart)."""
+        """Whether ``state`` holds an intent whose decision this process has not found in the
+        log yet: one saved before a crash or a restart, or by a person's command."""
         return (
             state.intent is not None
             and not (self.config.dry_run or target.dry_run)
-            and target.key not in self._resumed
+            and self._logged.get(target.key) != state.intent.decision_id
         )
 
     def _record_lost(self, targets: Sequence[Target], states: Mapping[str, TargetState]) -> None:
@@ -522,9 +585,11 @@ class Reconciler:
         log finds which decisions it lacks, however many targets resume."""
         intents = {}
         for target in targets:
-            self._resumed.add(target.key)
             intent = states[target.key].intent
-            if intent is not None and intent.record is not None:
+            if intent is None:
+                continue
+            self._logged[target.key] = intent.decision_id
+            if intent.record is not None:
                 intents[target.key] = intent
         if not intents:
             return

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from trimtab.adapters.fake import FakeTrafficAdapter, ListMetricSource, Sampled
 from trimtab.controller.decisions import DecisionLog
-from trimtab.controller.reconcile import Reconciler, ReconcilerConfig
-from trimtab.controller.state import Intent, StateStore
+from trimtab.controller.reconcile import Reconciler, ReconcilerConfig, UnappliedOverride
+from trimtab.controller.state import Intent, StateConflict, StateStore
 from trimtab.controller.targets import Target, targets
 from trimtab.slo import load_text
 from trimtab.slo.health import WindowMeasurement
-from trimtab.slo.ports import SeriesRequest
+from trimtab.slo.ports import SeriesRequest, Verification, Weights
 from trimtab.slo.traffic import PermanentTrafficError, TransientTrafficError
 
 SLO = """
@@ -309,6 +309,107 @@ def test_the_last_decision_follows_another_writer(tmp_path: Path) -> None:
     r.reconciler().override(TARGET, "pause", "alice", T0 + timedelta(minutes=1))
     assert mine.last(TARGET.key) == theirs.last(TARGET.key)
     assert mine.last(TARGET.key).actor == "alice"  # type: ignore[union-attr]
+
+
+class Meanwhile:
+    """The route as a person's command sees it: reading it first runs ``meanwhile`` (what a
+    controller does in the same moment) while it has ``times`` left; ``moves`` says whether
+    the command may set weights (no: it stops there, as if killed)."""
+
+    def __init__(
+        self, route: FakeTrafficAdapter, meanwhile: Callable[[], object], times: int, moves: bool
+    ) -> None:
+        self.route, self.meanwhile, self.times, self.moves = route, meanwhile, times, moves
+
+    def get_weights(self) -> Weights:
+        if self.times > 0:
+            self.times -= 1
+            self.meanwhile()
+        return self.route.get_weights()
+
+    def set_weights(self, weights: Weights) -> None:
+        if not self.moves:
+            raise PermanentTrafficError("the command stopped before moving the route")
+        self.route.set_weights(weights)
+
+    def verify(self, weights: Weights) -> Verification:
+        return self.route.verify(weights)
+
+
+def commanding(r: Rig, route: Meanwhile, log: DecisionLog | None = None) -> Reconciler:
+    """The reconciler of a ``trimtab pause|abort|…`` process, on ``route``."""
+    config = r.reconciler().config
+    return Reconciler(replace(config, adapters={TARGET.key: route}, log=log or config.log))
+
+
+def _a_cycle_saves(states: StateStore) -> None:
+    """What a controller's cycle does to the target's state: saves it (its version moves on)."""
+    states.save(TARGET.key, states.load(TARGET.key))
+
+
+def test_a_command_that_meets_a_cycles_save_decides_again_and_is_recorded_once(
+    tmp_path: Path,
+) -> None:
+    r = rig(tmp_path)
+    r.run(0)
+    cycle = StateStore(tmp_path / "state")  # the controller's, in another process
+    route = Meanwhile(r.adapter, lambda: _a_cycle_saves(cycle), times=1, moves=True)
+    decision = commanding(r, route).override(TARGET, "pause", "alice", T0 + timedelta(minutes=1))
+    assert route.times == 0  # the cycle did save between the command's read and its save
+    assert r.states.load(TARGET.key).phase == "Paused"
+    pauses = [d for d in r.log.records() if d.action.value == "pause"]
+    assert [d.id for d in pauses] == [decision.id]
+    assert r.log.verify().ok
+
+
+def test_a_command_that_keeps_meeting_saves_fails_and_records_nothing(tmp_path: Path) -> None:
+    r = rig(tmp_path)
+    r.run(0)
+    before = list(r.log.records())
+    cycle = StateStore(tmp_path / "state")
+    route = Meanwhile(r.adapter, lambda: _a_cycle_saves(cycle), times=99, moves=True)
+    with pytest.raises(StateConflict):
+        commanding(r, route).override(TARGET, "abort", "alice", T0 + timedelta(minutes=1))
+    assert list(r.log.records()) == before
+    assert r.states.load(TARGET.key).phase == "Progressing"
+    assert r.adapter.weights == {"v1": 90, "v2": 10}
+
+
+def test_a_commands_move_that_it_did_not_record_is_recorded_by_the_controller_first(
+    tmp_path: Path,
+) -> None:
+    """A person's ``abort`` stopped after saving its intent, before recording it: the running
+    controller, which has checked this target's intents before, records that decision and
+    then rolls back — never a move the log does not hold."""
+    r = rig(tmp_path, apply_lag=1)
+    controller = r.reconciler()  # one process for the whole test
+    minute = 0.0
+    while r.states.load(TARGET.key).intent is None:  # to 10 %, waiting for the proxy
+        controller.cycle([TARGET], T0 + timedelta(minutes=minute))
+        minute += 0.5
+    while r.states.load(TARGET.key).intent is not None:  # verified, in a later cycle
+        controller.cycle([TARGET], T0 + timedelta(minutes=minute))
+        minute += 0.5
+    assert r.adapter.weights == {"v1": 90, "v2": 10}
+    stopped = Meanwhile(r.adapter, lambda: None, times=0, moves=False)
+    elsewhere = DecisionLog(tmp_path / "lost.jsonl")  # the record the stop kept from the log
+    with pytest.raises(UnappliedOverride) as refused:
+        commanding(r, stopped, elsewhere).override(TARGET, "abort", "alice", T0)
+    (lost,) = list(elsewhere.records())
+    assert lost.id in str(refused.value)
+    assert "applies it on its next cycle" in str(refused.value)
+    assert r.states.load(TARGET.key).intent is not None
+    assert r.log.find(lost.id) is None
+
+    while r.adapter.weights != {"v1": 100, "v2": 0}:
+        assert minute < 10
+        controller.cycle([TARGET], T0 + timedelta(minutes=minute))
+        minute += 0.5
+    recorded = r.log.find(lost.id)
+    assert recorded is not None
+    assert recorded.actor == "alice"
+    assert [d.id for d in r.log.records() if d.action.value == "abort"] == [lost.id]
+    assert r.log.verify().ok
 
 
 def test_a_hold_that_only_counts_time_is_recorded_once_and_writes_no_state(tmp_path: Path) -> None:
