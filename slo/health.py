@@ -208,8 +208,8 @@ def judge(
         if shortest < plan.min_events:
             return Health(
                 Level.UNKNOWN,
-                f"{shortest:g} requests in {format_duration(windows[0])}, fewer than minEvents "
-                f"{plan.min_events}",
+                f"{_count(shortest)} requests in {format_duration(windows[0])}, fewer than "
+                f"minEvents {plan.min_events}",
                 low_traffic=True,
             )
 
@@ -245,6 +245,12 @@ def judge(
             low_traffic=True,
         )
     return Health(Level.HEALTHY, "within every threshold", tuple(evidence))
+
+
+def _count(events: float) -> str:
+    """A request count as a person reads it: Prometheus' ``increase`` extrapolates to the
+    window's edges, so most counts are fractional ("about 12", not "12.196")."""
+    return f"{events:g}" if events == int(events) else f"about {events:.0f}"
 
 
 def _reason(level: Level, rows: list[Evidence]) -> str:
