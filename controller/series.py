@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from math import inf, isnan
 
 from prometheus_client.utils import floatToGoString
 from trimtab.slo.durations import format_duration
@@ -69,7 +70,7 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
 }
 _LEVELS = {level.name: f"{level.value:.1f}" for level in Level}  # as floatToGoString writes them
-_CHUNK = 4096  # lines per chunk of a scrape: about 0.3 MB
+_CHUNK = 256 * 1024  # characters per chunk of a scrape (at least)
 _LAYOUTS_KEPT = 4096  # distinct layouts shared at most (a few per SLO set and backends, usually)
 
 Layout = tuple[tuple[str, str], ...]
@@ -218,35 +219,47 @@ class TargetSeries:
             targets = [t.copy() for t in self._targets.values()]
             thresholds = list(self._thresholds.items())
         batch: list[str] = []
-        for line in _lines(targets, thresholds):
-            batch.append(line)
-            if len(batch) >= _CHUNK:
+        size = 0
+        for text in _texts(targets, thresholds):
+            batch.append(text)
+            size += len(text)
+            if size >= _CHUNK:
                 yield "".join(batch).encode()
                 batch.clear()
+                size = 0
         if batch:
             yield "".join(batch).encode()
 
 
-def _lines(
+def _texts(
     targets: Sequence[_Target], thresholds: Sequence[tuple[str, tuple[tuple[str, float], ...]]]
 ) -> Iterator[str]:
-    """Each family's header, then its samples (see :data:`FAMILIES`)."""
+    """Each family's header, then its samples (see :data:`FAMILIES`): the lines of a family
+    come a target at a time, not a line at a time (a scrape at 10,000 targets writes 180,000
+    SLI values)."""
     yield _header("trimtab_route_weight")
     for t in targets:
         yield from _by_key("trimtab_route_weight", "backend", t.label, t.weights)
     yield _header("trimtab_slo_health")
     for t in targets:
-        for backend, levels in t.health.items():
-            escaped = _label_value(backend)
-            for slo, level in levels.items():
-                yield (
-                    f'trimtab_slo_health{{backend="{escaped}",slo="{_label_value(slo)}",'
-                    f'target="{t.label}"}} {_LEVELS[level]}\n'
-                )
+        label = t.label
+        yield "".join(
+            [
+                f'trimtab_slo_health{{backend="{_label_value(backend)}",'
+                f'slo="{_label_value(slo)}",target="{label}"}} {_LEVELS[level]}\n'
+                for backend, levels in t.health.items()
+                for slo, level in levels.items()
+            ]
+        )
     yield _header("trimtab_slo_value")
     for t in targets:
-        for (before, after), value in zip(t.layout, t.values, strict=True):
-            yield f"{before}{t.label}{after}{_number(value)}\n"
+        label = t.label
+        yield "".join(
+            [
+                f"{before}{label}{after}{number}\n"
+                for (before, after), number in zip(t.layout, _numbers(t.values), strict=True)
+            ]
+        )
     yield _header("trimtab_slo_threshold")
     for slo, compared in thresholds:
         for level, threshold in compared:
@@ -279,6 +292,14 @@ def _header(name: str) -> str:
     kind, doc, _ = FAMILIES[name]
     escaped = doc.replace("\\", r"\\").replace("\n", r"\n")
     return f"# HELP {name} {escaped}\n# TYPE {name} {kind}\n"
+
+
+def _numbers(values: Sequence[float]) -> Iterable[str]:
+    """:func:`_number` of each value; in C (``map``) when ``repr`` writes them all alike (none
+    infinite, NaN or of a million or more, which Go writes with an exponent): the usual case."""
+    if values and max(values) < 1e6 and min(values) > -inf and not any(map(isnan, values)):
+        return map(repr, map(float, values))
+    return map(_number, values)
 
 
 def _number(value: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -10,14 +11,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 from trimtab.adapters.fake import FakeTrafficAdapter, ListMetricSource
 from trimtab.controller.decisions import DecisionLog
 from trimtab.controller.reconcile import Reconciler, ReconcilerConfig
 from trimtab.controller.record import Action, Decision, DecisionWeights
+from trimtab.controller.series import _numbers
 from trimtab.controller.state import StateStore
 from trimtab.controller.targets import targets
 from trimtab.controller.telemetry import Telemetry, span_processors_from_env
@@ -421,3 +426,19 @@ def test_a_cycle_that_fails_midway_keeps_what_it_decided_before(telemetry: Telem
     assert value(telemetry, "trimtab_decisions_total", target="Balance/api", action="drain") == 1.0
     assert value(telemetry, "trimtab_cycle_duration_seconds_count") is None  # no duration
     assert telemetry.cycles == 0
+
+
+EDGES = (math.inf, -math.inf, math.nan, 999_999.9, 1e6, 1_234_567.0, 1e16, 1e17, -2e6, 3, 0)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=-1e3, max_value=1e3),  # SLI values, mostly
+            st.floats(),
+            st.sampled_from(EDGES),  # where the text of Go and of Python part
+        )
+    )
+)
+def test_values_are_written_as_prometheus_client_writes_them(values: list[float]) -> None:
+    assert list(_numbers(values)) == [floatToGoString(v) for v in values]
