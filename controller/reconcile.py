@@ -410,7 +410,10 @@ class Reconciler:
                 self._apply(adapter, desired)
             except TrafficError as error:
                 raise UnappliedOverride(recorded, error) from error
-            self._settle(target, saved, adapter, desired)
+            try:
+                self._settle(target, saved, adapter, desired)
+            except StateConflict:  # a cycle took the intent up meanwhile: it verifies the move
+                log.info("%s: the controller verifies %s", target.key, command)
         return recorded
 
     def _overridden(

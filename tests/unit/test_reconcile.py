@@ -312,19 +312,30 @@ def test_the_last_decision_follows_another_writer(tmp_path: Path) -> None:
 
 
 class Meanwhile:
-    """The route as a person's command sees it: reading it first runs ``meanwhile`` (what a
-    controller does in the same moment) while it has ``times`` left; ``moves`` says whether
-    the command may set weights (no: it stops there, as if killed)."""
+    """The route as a person's command sees it: its ``when`` call (``get_weights`` or
+    ``verify``) first runs ``meanwhile`` (what a controller does in the same moment) while
+    ``times`` are left; ``moves`` says whether the command may set weights (no: it stops
+    there, as if killed)."""
 
     def __init__(
-        self, route: FakeTrafficAdapter, meanwhile: Callable[[], object], times: int, moves: bool
+        self,
+        route: FakeTrafficAdapter,
+        meanwhile: Callable[[], object],
+        times: int,
+        *,
+        moves: bool = True,
+        when: str = "get_weights",
     ) -> None:
         self.route, self.meanwhile, self.times, self.moves = route, meanwhile, times, moves
+        self.when = when
 
-    def get_weights(self) -> Weights:
-        if self.times > 0:
+    def _now(self, call: str) -> None:
+        if call == self.when and self.times > 0:
             self.times -= 1
             self.meanwhile()
+
+    def get_weights(self) -> Weights:
+        self._now("get_weights")
         return self.route.get_weights()
 
     def set_weights(self, weights: Weights) -> None:
@@ -333,6 +344,7 @@ class Meanwhile:
         self.route.set_weights(weights)
 
     def verify(self, weights: Weights) -> Verification:
+        self._now("verify")
         return self.route.verify(weights)
 
 
@@ -353,7 +365,7 @@ def test_a_command_that_meets_a_cycles_save_decides_again_and_is_recorded_once(
     r = rig(tmp_path)
     r.run(0)
     cycle = StateStore(tmp_path / "state")  # the controller's, in another process
-    route = Meanwhile(r.adapter, lambda: _a_cycle_saves(cycle), times=1, moves=True)
+    route = Meanwhile(r.adapter, lambda: _a_cycle_saves(cycle), times=1)
     decision = commanding(r, route).override(TARGET, "pause", "alice", T0 + timedelta(minutes=1))
     assert route.times == 0  # the cycle did save between the command's read and its save
     assert r.states.load(TARGET.key).phase == "Paused"
@@ -367,12 +379,34 @@ def test_a_command_that_keeps_meeting_saves_fails_and_records_nothing(tmp_path: 
     r.run(0)
     before = list(r.log.records())
     cycle = StateStore(tmp_path / "state")
-    route = Meanwhile(r.adapter, lambda: _a_cycle_saves(cycle), times=99, moves=True)
+    route = Meanwhile(r.adapter, lambda: _a_cycle_saves(cycle), times=99)
     with pytest.raises(StateConflict):
         commanding(r, route).override(TARGET, "abort", "alice", T0 + timedelta(minutes=1))
     assert list(r.log.records()) == before
     assert r.states.load(TARGET.key).phase == "Progressing"
     assert r.adapter.weights == {"v1": 90, "v2": 10}
+
+
+def test_a_command_whose_move_a_cycle_verified_meanwhile_succeeds(tmp_path: Path) -> None:
+    """A cycle that reads the command's intent while the proxy applies it verifies it and
+    saves the state first: the command's own verification then meets that save. The abort
+    happened and is recorded once; the command says so instead of failing."""
+    r = rig(tmp_path)
+    r.run(0)
+    controller = StateStore(tmp_path / "state")
+
+    def a_cycle_verifies() -> None:
+        state = controller.load(TARGET.key)
+        assert state.intent is not None
+        controller.save(TARGET.key, state.with_(applied=dict(state.intent.weights), intent=None))
+
+    route = Meanwhile(r.adapter, a_cycle_verifies, times=1, when="verify")
+    decision = commanding(r, route).override(TARGET, "abort", "alice", T0 + timedelta(minutes=1))
+    assert route.times == 0
+    assert r.adapter.weights == {"v1": 100, "v2": 0}
+    state = r.states.load(TARGET.key)
+    assert (state.phase, state.intent, state.applied) == ("RolledBack", None, r.adapter.weights)
+    assert [d.id for d in r.log.records() if d.action.value == "abort"] == [decision.id]
 
 
 def test_a_commands_move_that_it_did_not_record_is_recorded_by_the_controller_first(
