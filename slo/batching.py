@@ -230,30 +230,41 @@ class _Table:
         self.seen.extend(bytes(slots))
         return first
 
-    def at(self, slot: int, counting: Counting | None, failed: bool) -> WindowMeasurement | None:
-        """The slot's measurement; with ``counting``, the value column holds the counted
+    def read(
+        self,
+        first: int,
+        windows: tuple[float, ...],
+        counting: Counting | None,
+        failed: Mapping[float, str],
+    ) -> dict[float, WindowMeasurement]:
+        """The measurements of the slots from ``first``, one per window, by window (a slot
+        nothing arrived for is left out). With ``counting``, the value column holds the counted
         requests, and the value is the ratio they make of the events — none when a query of
         the window ``failed`` (an unanswered count is not a count of zero)."""
-        seen = self.seen[slot]
-        if not seen:
-            return None
-        events = self.events[slot] if seen & _EVENTS else None
-        if counting is None:
-            value = self.values[slot] if seen & _VALUE else None
-        elif events is None:
-            return None  # counted requests without the count of all say nothing
-        elif failed:
-            value = None
-        else:
-            value = counting.ratio(self.values[slot] if seen & _COUNTED else None, events)
-        return WindowMeasurement(value, events)
+        seen_at, values, events_at = self.seen, self.values, self.events
+        found = {}
+        for slot, window in enumerate(windows, first):
+            seen = seen_at[slot]
+            if not seen:
+                continue
+            events = events_at[slot] if seen & _EVENTS else None
+            if counting is None:
+                value = values[slot] if seen & _VALUE else None
+            elif events is None:
+                continue  # counted requests without the count of all say nothing
+            elif window in failed:
+                value = None
+            else:
+                value = counting.ratio(values[slot] if seen & _COUNTED else None, events)
+            found[window] = WindowMeasurement(value, events)
+        return found
 
 
 class _Packed(Mapping[str, Mapping[float, WindowMeasurement]]):
     """One request's measurements, per backend, per window: read from its batch's table when
     asked (a result is judged once or twice a cycle, then let go of)."""
 
-    __slots__ = ("_counting", "_failed", "_firsts", "_names", "_table", "_windows")
+    __slots__ = ("_built", "_counting", "_failed", "_firsts", "_names", "_table", "_windows")
 
     def __init__(
         self,
@@ -266,17 +277,26 @@ class _Packed(Mapping[str, Mapping[float, WindowMeasurement]]):
     ) -> None:
         self._table, self._windows, self._names, self._firsts = table, windows, names, firsts
         self._counting, self._failed = counting, failed
+        self._built: dict[str, Mapping[float, WindowMeasurement]] | None = None
 
     def __getitem__(self, backend: str) -> Mapping[float, WindowMeasurement]:
-        if backend not in self._names:
-            raise KeyError(backend)
-        first = self._firsts[self._names.index(backend)]
-        at, counting, failed = self._table.at, self._counting, self._failed
-        found = {}
-        for offset, window in enumerate(self._windows):
-            measured = at(first + offset, counting, window in failed)
-            if measured is not None:
-                found[window] = measured
+        """The backend's measurements, made when first asked for and kept: a cycle reads a
+        result's backends to judge them, and the canary's and the stable's again for the
+        baseline test."""
+        built = self._built
+        if built is None:
+            built = self._built = {}
+        else:
+            found = built.get(backend)
+            if found is not None:
+                return found
+        try:
+            first = self._firsts[self._names.index(backend)]
+        except ValueError:
+            raise KeyError(backend) from None
+        built[backend] = found = self._table.read(
+            first, self._windows, self._counting, self._failed
+        )
         return found
 
     def __contains__(self, backend: object) -> bool:
