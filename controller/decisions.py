@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -105,35 +105,55 @@ class DecisionLog:
         created = not self.path.exists()  # two creators both fsync the directory: harmless
         with self._lock, self._opened(create=True) as fd:
             self._drop_torn(fd)
-            last = _last_line(fd)
-            if last is None and self._read_head() is None:
-                # The head goes down before the first record: however many appends a crash
-                # cuts short, the log is never left with records and no head (that would
-                # read as a deleted head), only with a head behind.
-                self._write_head(0, GENESIS)
-            prev = GENESIS if last is None else self._hash_of(last)
-            count = self._count(fd, last)
-            indexed = self._latest is not None and os.fstat(fd).st_size == self._indexed_size
-            sealed: list[Decision] = []
-            pending = bytearray()
-            for decision in decisions:
-                record = decision.to_json()
-                record["prevHash"] = prev
-                record["hash"] = record_hash(record)
-                pending += canonical_json(record) + b"\n"
-                sealed.append(decision.sealed(prev, record["hash"]))
-                prev = record["hash"]
-            if not sealed:
-                return []
-            _write_all(fd, pending)
-            os.fsync(fd)
-            if indexed and self._latest is not None:
-                self._latest.update((d.target, d.gist()) for d in sealed)
-                self._indexed_size = os.fstat(fd).st_size
-            if created:
-                fsync_directory(self.path.parent)
-            self._write_head(count + len(sealed), prev)
-            return sealed
+            return self._append_locked(fd, decisions, created)
+
+    def append_missing(self, decisions: Sequence[Decision]) -> list[Decision]:
+        """:meth:`append_all` for those of ``decisions`` whose ids the log does not hold,
+        looked for and appended under one lock; returns those appended.
+
+        So two writers that both hold a decision record it once: a person's command that
+        saved its move's intent (the decision inside) and then records it, and a controller
+        that finds that intent first and records the decision before acting on it, as it
+        does for an intent a stop kept out of the log."""
+        created = not self.path.exists()
+        with self._lock, self._opened(create=True) as fd:
+            self._drop_torn(fd)
+            held = self._holding(_read_all(fd).split(b"\n")[:-1], {d.id for d in decisions})
+            return self._append_locked(fd, [d for d in decisions if d.id not in held], created)
+
+    def _append_locked(
+        self, fd: int, decisions: Iterable[Decision], created: bool
+    ) -> list[Decision]:
+        """:meth:`append_all`'s work, the log open and locked as ``fd``."""
+        last = _last_line(fd)
+        if last is None and self._read_head() is None:
+            # The head goes down before the first record: however many appends a crash
+            # cuts short, the log is never left with records and no head (that would
+            # read as a deleted head), only with a head behind.
+            self._write_head(0, GENESIS)
+        prev = GENESIS if last is None else self._hash_of(last)
+        count = self._count(fd, last)
+        indexed = self._latest is not None and os.fstat(fd).st_size == self._indexed_size
+        sealed: list[Decision] = []
+        pending = bytearray()
+        for decision in decisions:
+            record = decision.to_json()
+            record["prevHash"] = prev
+            record["hash"] = record_hash(record)
+            pending += canonical_json(record) + b"\n"
+            sealed.append(decision.sealed(prev, record["hash"]))
+            prev = record["hash"]
+        if not sealed:
+            return []
+        _write_all(fd, pending)
+        os.fsync(fd)
+        if indexed and self._latest is not None:
+            self._latest.update((d.target, d.gist()) for d in sealed)
+            self._indexed_size = os.fstat(fd).st_size
+        if created:
+            fsync_directory(self.path.parent)
+        self._write_head(count + len(sealed), prev)
+        return sealed
 
     def records(self, target: str | None = None) -> Iterator[Decision]:
         """Every complete record, oldest first; a torn final line is skipped (never committed).
@@ -162,17 +182,21 @@ class DecisionLog:
     def having(self, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` are ids of records in the log: one pass over it, however many are
         asked about (a restart that finds many saved intents looks them all up at once)."""
-        wanted = set(ids)
+        return self._holding(self._snapshot()[0], set(ids))
+
+    def _holding(self, lines: Sequence[bytes], wanted: set[str]) -> set[str]:
+        """Which of ``wanted`` are ids of records among ``lines``: only a line whose ``"id"``
+        field holds one of them is decoded, to make sure (a damaged line elsewhere is for
+        ``verify`` to report)."""
         found: set[str] = set()
         if not wanted:
             return found
-        for number, raw in enumerate(self._snapshot()[0], 1):
-            try:
-                decision_id = json.loads(raw.decode("utf-8"))["id"]
-            except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-                raise DecisionLogError(f"{self.path}:{number}: not a decision: {e}") from e
-            if decision_id in wanted:
-                found.add(decision_id)
+        texts = {json.dumps(i)[1:-1].encode("ascii"): i for i in wanted}
+        for number, raw in enumerate(lines, 1):
+            for text in _fields(raw, b'"id":"'):
+                if text in texts and self._decoded(raw, number).id == texts[text]:
+                    found.add(texts[text])
+                    break
         return found
 
     def last(self, target: str) -> Decision | None:
@@ -247,24 +271,35 @@ class DecisionLog:
             return dropped
 
     def _gists(self) -> dict[str, Gist]:
-        """The latest gist per target, the log read from its end: each line is parsed as far as
-        its target, and only each target's latest record is decoded as a decision (a standby
-        that takes over reads the whole log: at 200,000 records, 6.6 s decoding every one)."""
+        """The latest gist per target, the log read from its end: each line's target is read
+        from its text, and only each target's latest record is decoded as a decision (a
+        standby that takes over reads the whole log: at 200,000 records, 6.6 s decoding every
+        one). A line whose target cannot be read so is parsed as JSON."""
         lines = self._snapshot()[0]
         latest: dict[str, Gist] = {}
         for number in range(len(lines), 0, -1):
             raw = lines[number - 1]
-            try:
-                target = json.loads(raw)["target"]
-            except (ValueError, KeyError, TypeError) as e:
-                raise DecisionLogError(f"{self.path}:{number}: not a decision: {e}") from e
-            if not isinstance(target, str):
-                raise DecisionLogError(
-                    f"{self.path}:{number}: not a decision: a target of {type(target).__name__}"
-                )
+            texts = _fields(raw, b'"target":"')
+            if len(texts) == 1 and b"\\" not in texts[0]:
+                target = texts[0].decode("ascii", "replace")
+            else:  # none, several (a nested field of that name), or escapes
+                target = self._target(raw, number)
             if target not in latest:
                 latest[target] = self._decoded(raw, number).gist()
         return latest
+
+    def _target(self, raw: bytes, number: int) -> str:
+        """The ``target`` of line ``number``, parsed as JSON; :class:`DecisionLogError` if it
+        has none."""
+        try:
+            target = json.loads(raw)["target"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise DecisionLogError(f"{self.path}:{number}: not a decision: {e}") from e
+        if not isinstance(target, str):
+            raise DecisionLogError(
+                f"{self.path}:{number}: not a decision: a target of {type(target).__name__}"
+            )
+        return target
 
     def _decoded(self, raw: bytes, number: int) -> Decision:
         """Line ``number`` of the log as a decision; :class:`DecisionLogError` if it is not one."""
@@ -365,6 +400,23 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _fields(raw: bytes, key: bytes) -> list[bytes]:
+    """The text of each string field of a record line that ``key`` opens (``b'"id":"'``), as
+    canonical JSON writes it (sorted keys, no spaces): at any depth, and up to the first quote
+    (an escaped one included: a text with a backslash may be cut short). In JSON text a quote
+    inside a string is escaped, so every match is a field."""
+    found = []
+    at = raw.find(key)
+    while at >= 0:
+        start = at + len(key)
+        end = raw.find(b'"', start)
+        if end < 0:
+            break
+        found.append(raw[start:end])
+        at = raw.find(key, end + 1)
+    return found
 
 
 def _read_all(fd: int) -> bytes:

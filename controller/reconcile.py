@@ -396,7 +396,9 @@ class Reconciler:
                     raise
                 log.info("%s: its state changed while %s was decided", target.key, command)
         try:
-            recorded = log_.append(decision)
+            # A cycle that read the intent first has recorded the decision: it is not twice.
+            appended = log_.append_missing([decision])
+            recorded = appended[0] if appended else (log_.find(decision.id) or decision)
         except BaseException:
             try:
                 states.save(target.key, state.with_(version=saved.version))  # as it was
@@ -585,7 +587,9 @@ class Reconciler:
         records it before acting: an intent whose decision is not in the log was never acted
         on. Recording it now, as it was decided, keeps the log's promise — every move is
         recorded before it is made — and the cycle goes on to apply it once. One pass over the
-        log finds which decisions it lacks, however many targets resume."""
+        log finds which decisions it lacks, however many targets resume, under the lock of the
+        append: a person's command that saved the intent records its decision once, whichever
+        of the two comes first."""
         intents = {}
         for target in targets:
             intent = states[target.key].intent
@@ -596,18 +600,13 @@ class Reconciler:
                 intents[target.key] = intent
         if not intents:
             return
-        found = self.config.log.having({i.decision_id for i in intents.values()})
-        lost = [(k, i) for k, i in intents.items() if i.decision_id not in found]
-        for key, intent in lost:
+        records = [Decision.from_json(i.record) for i in intents.values() if i.record is not None]
+        for decision in self.config.log.append_missing(records):
             log.warning(
-                "%s: recording decision %s, which a stop kept out of the log before it was "
-                "acted on",
-                key,
-                intent.decision_id,
-            )
-        if lost:
-            self.config.log.append_all(
-                Decision.from_json(i.record) for _, i in lost if i.record is not None
+                "%s: recorded decision %s from its saved intent, before acting on it: the "
+                "process that saved the intent stopped, or has yet to record it",
+                decision.target,
+                decision.id,
             )
 
     def _record(self, decisions: Sequence[Decision]) -> list[Decision]:

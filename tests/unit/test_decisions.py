@@ -305,14 +305,56 @@ def test_said_is_each_targets_latest_gist_and_decodes_only_those(
         log.said(asked)
 
 
+def test_said_reads_each_lines_target_where_another_field_has_that_name(log: DecisionLog) -> None:
+    """A record's target is read from its text; a line with another ``target`` field (a
+    reason's, here) is parsed as JSON."""
+    mine = log.append(decision(0))
+    confusing = {"message": "x", "target": "Rollout/checkout"}
+    theirs = log.append(
+        decision(1, target="Balance/zones", kind="Balance", action="drain", reasons=[confusing])
+    )
+    fresh = DecisionLog(log.path)
+    assert fresh.said(["Rollout/checkout", "Balance/zones"]) == {
+        "Rollout/checkout": mine.gist(),
+        "Balance/zones": theirs.gist(),
+    }
+
+
 def test_having_names_the_ids_the_log_holds_in_one_pass(log: DecisionLog) -> None:
     written = fill(log, 4)
     absent = "20990101T000000.000Z-deadbeef"
     assert log.having([written[0].id, written[3].id, absent]) == {written[0].id, written[3].id}
     assert log.having([]) == set()
+    # An id that appears in another field (here an SLO named like it) is not a record's.
+    named = log.append(decision(7, health={"v1": {written[1].id: "HEALTHY"}}))
+    assert log.having([written[1].id]) == {written[1].id}
+    assert log.having([absent, named.id]) == {named.id}
     log.path.write_bytes(log.path.read_bytes() + b"not json\n")
-    with pytest.raises(DecisionLogError, match=":5:"):
-        log.having([absent])
+    assert log.having([absent]) == set()  # a damaged line elsewhere: for verify to report
+    damaged = json.dumps({"broken": True, "id": absent}, separators=(",", ":")).encode() + b"\n"
+    log.path.write_bytes(log.path.read_bytes() + damaged)
+    with pytest.raises(DecisionLogError, match=":7:"):
+        log.having([absent])  # the line that holds the id is not a decision: said so
+
+
+def test_append_missing_records_only_the_decisions_the_log_lacks(log: DecisionLog) -> None:
+    """A person's command and a controller that both hold a decision record it once."""
+    held = log.append(decision(0))
+    lacking = [decision(1), decision(2)]
+    other = DecisionLog(log.path)  # another process
+    appended = other.append_missing([decision(0, id=held.id), lacking[0]])
+    assert [d.id for d in appended] == [lacking[0].id]
+    assert appended[0].hash is not None
+    assert [d.id for d in log.append_missing([*lacking, decision(0, id=held.id)])] == [
+        lacking[1].id
+    ]
+    assert log.append_missing(lacking) == []
+    assert [d.id for d in log.records()] == [held.id, lacking[0].id, lacking[1].id]
+    assert log.verify().ok
+    last = log.last("Rollout/checkout")
+    assert last is not None
+    assert last.id == lacking[1].id
+    assert log.said(["Rollout/checkout"]) == {"Rollout/checkout": last.gist()}
 
 
 def test_a_sealed_decision_is_the_record_as_written(log: DecisionLog) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +12,7 @@ import pytest
 from trimtab.adapters.fake import FakeTrafficAdapter, ListMetricSource, Sampled
 from trimtab.controller.decisions import DecisionLog
 from trimtab.controller.reconcile import Reconciler, ReconcilerConfig, UnappliedOverride
+from trimtab.controller.record import Decision
 from trimtab.controller.state import Intent, StateConflict, StateStore
 from trimtab.controller.targets import Target, targets
 from trimtab.slo import load_text
@@ -407,6 +408,39 @@ def test_a_command_whose_move_a_cycle_verified_meanwhile_succeeds(tmp_path: Path
     state = r.states.load(TARGET.key)
     assert (state.phase, state.intent, state.applied) == ("RolledBack", None, r.adapter.weights)
     assert [d.id for d in r.log.records() if d.action.value == "abort"] == [decision.id]
+
+
+class Racing(DecisionLog):
+    """The log as a person's command writes to it: before the command's append, ``meanwhile``
+    runs once (a controller's cycle that reads the command's intent first)."""
+
+    def __init__(self, path: Path, meanwhile: Callable[[], object]) -> None:
+        super().__init__(path)
+        self.meanwhile: Callable[[], object] | None = meanwhile
+
+    def append_missing(self, decisions: Sequence[Decision]) -> list[Decision]:
+        if self.meanwhile is not None:
+            run, self.meanwhile = self.meanwhile, None
+            run()
+        return super().append_missing(decisions)
+
+
+def test_a_commands_decision_that_a_cycle_recorded_first_is_in_the_log_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = rig(tmp_path)
+    controller = r.reconciler()
+    controller.cycle([TARGET], T0)  # to 10 %
+    later = T0 + timedelta(minutes=1)
+    slow = Racing(r.log.path, lambda: controller.cycle([TARGET], later))
+    route = Meanwhile(r.adapter, lambda: None, times=0)
+    decision = commanding(r, route, slow).override(TARGET, "abort", "alice", later)
+    assert slow.meanwhile is None  # the cycle ran between the command's save and its append
+    assert "recorded decision" in caplog.text  # by the cycle, from the intent
+    aborts = [d for d in r.log.records() if d.action.value == "abort"]
+    assert [(d.id, d.hash) for d in aborts] == [(decision.id, decision.hash)]
+    assert r.adapter.weights == {"v1": 100, "v2": 0}
+    assert r.log.verify().ok
 
 
 def test_a_commands_move_that_it_did_not_record_is_recorded_by_the_controller_first(

@@ -142,14 +142,13 @@ def test_a_restart_records_every_lost_decision_in_one_pass_and_moves_each_once(
         states.save(target.key, states.load(target.key).with_(applied=START, intent=intent))
         lost[target.key] = decision.id
     passes: list[set[str]] = []
-    having = DecisionLog.having
+    append_missing = DecisionLog.append_missing
 
-    def counted(self: DecisionLog, ids: Iterable[str]) -> set[str]:
-        asked = set(ids)
-        passes.append(asked)
-        return having(self, asked)
+    def counted(self: DecisionLog, decisions: Sequence[Decision]) -> list[Decision]:
+        passes.append({d.id for d in decisions})
+        return append_missing(self, decisions)
 
-    monkeypatch.setattr(DecisionLog, "having", counted)
+    monkeypatch.setattr(DecisionLog, "append_missing", counted)
     adapters = {t.key: FakeTrafficAdapter(START) for t in TARGETS}
     reconciler(tmp_path, dict(adapters)).cycle(TARGETS, T0 + timedelta(seconds=30))
     assert passes == [set(lost.values())]
