@@ -371,6 +371,8 @@ class Reconciler:
         a controller's cycle saves this target's state between the command's read and its
         save, the command reads the state again and decides again, up to
         :data:`OVERRIDE_ATTEMPTS` times; so it never records a decision that did not take effect.
+        The decision goes in with :meth:`DecisionLog.append_missing`: a cycle that read the
+        intent before it was recorded records it from there, and it is in the log once.
 
         Raises ``ValueError`` for a command that does not apply to the target's phase or kind,
         :class:`~trimtab.controller.state.StateConflict` when every attempt met a save, and
@@ -396,7 +398,7 @@ class Reconciler:
                     raise
                 log.info("%s: its state changed while %s was decided", target.key, command)
         try:
-            # A cycle that read the intent first has recorded the decision: it is not twice.
+            # A cycle that read the intent first may have recorded it: not again, then.
             appended = log_.append_missing([decision])
             recorded = appended[0] if appended else (log_.find(decision.id) or decision)
         except BaseException:

@@ -250,7 +250,7 @@ def judge(
 def _count(events: float) -> str:
     """A request count as a person reads it: Prometheus' ``increase`` extrapolates to the
     window's edges, so most counts are fractional ("about 12", not "12.196")."""
-    return f"{events:g}" if events == int(events) else f"about {events:.0f}"
+    return f"{events:g}" if float(events).is_integer() else f"about {events:.0f}"
 
 
 def _reason(level: Level, rows: list[Evidence]) -> str:

@@ -189,6 +189,8 @@ def test_too_few_events_says_how_many() -> None:
     assert health.reason == "12 requests in 1m, fewer than minEvents 50"
     extrapolated = judge(BUDGET, ratios(0.05, 0.05, 0.05, events=12.196))
     assert extrapolated.reason == "about 12 requests in 1m, fewer than minEvents 50"
+    negative = judge(BUDGET, ratios(0.05, 0.05, 0.05, events=-math.inf))  # a broken query
+    assert negative.reason == "about -inf requests in 1m, fewer than minEvents 50"
 
 
 def test_degraded_evidence_holds_every_comparison_made() -> None:
