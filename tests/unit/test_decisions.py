@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from trimtab.controller import decisions
 from trimtab.controller.decisions import (
     GENESIS,
     Action,
@@ -335,6 +336,26 @@ def test_having_names_the_ids_the_log_holds_in_one_pass(log: DecisionLog) -> Non
     log.path.write_bytes(log.path.read_bytes() + damaged)
     with pytest.raises(DecisionLogError, match=":7:"):
         log.having([absent])  # the line that holds the id is not a decision: said so
+
+
+def test_whole_log_passes_read_it_a_chunk_at_a_time(
+    log: DecisionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """said, having and append_missing read the log in chunks (a large log is never held at
+    once): lines that straddle chunks are whole, and a torn last line is left out."""
+    written = fill(log, 3)
+    other = log.append(decision(9, target="Balance/zones", kind="Balance", action="drain"))
+    monkeypatch.setattr(decisions, "_READ", 37)  # a record is some 700 bytes
+    with log.path.open("ab") as torn:
+        torn.write(canonical_json(decision(10, target="Balance/torn", kind="Balance").to_json()))
+    fresh = DecisionLog(log.path)
+    asked = ["Rollout/checkout", "Balance/zones", "Balance/torn"]
+    assert fresh.said(asked) == {
+        "Rollout/checkout": written[2].gist(),
+        "Balance/zones": other.gist(),
+    }
+    assert fresh.having([written[1].id, other.id]) == {written[1].id, other.id}
+    assert fresh.append_missing([decision(0, id=written[0].id)]) == []
 
 
 def test_append_missing_records_only_the_decisions_the_log_lacks(log: DecisionLog) -> None:
