@@ -182,7 +182,8 @@ class DecisionLog:
 
     def having(self, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` are ids of records in the log: one pass over it, however many are
-        asked about (a restart that finds many saved intents looks them all up at once)."""
+        asked about. (A controller that meets intents it has not seen uses
+        :meth:`append_missing`, which looks and appends under one lock.)"""
         try:
             with self._opened(create=False, shared=True) as fd:
                 return self._holding(_lines_of(fd), set(ids))
