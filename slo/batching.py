@@ -3,9 +3,16 @@
 Targets that use the same SLO with different ``params`` (or different SLOs with the same
 indicator) share a query: their param values merge into one matcher (``service=~"a|b"``), the
 result is grouped by the param labels and the ``backendLabel``, and :func:`assemble` splits it
-back per target. Past ``max_values`` distinct values the query becomes generic
-(``service=~".+"``) and the split happens here, so the number of queries per cycle grows with
-the number of distinct indicators, never with the number of targets.
+back per target. A query lists the values of the targets it serves, however many, unless the
+list would make it longer than ``max_length`` characters: then it becomes generic
+(``service=~".+"``) and the split happens here. Either way the number of queries per cycle grows
+with the number of distinct indicators, never with the number of targets.
+
+Listing matters when a query serves a few of many targets that share the indicator: a window
+that only the targets of one phase ask for (Rollouts clip their windows to their last shift).
+Against Prometheus 2.42 with 10,000 services, such a query for 1,429 of them listed took 0.03 s
+of its CPU and answered 0.2 MB; generic, 0.17 s and 1.5 MB, all of which trimtab decoded to keep
+a seventh. Listed for 8,571 of them, it cost Prometheus what the generic one did.
 
 Full queries (``events``, ``raw``, and gauges other than a selector or an aggregation that keeps
 the placeholders' labels) group as the user wrote them; with placeholders they are sent once per
@@ -61,7 +68,9 @@ Sample = tuple[Mapping[str, str], float]
 Answer = Sequence[Sample] | str
 """The samples a query returned (labels, value), or the reason it failed."""
 
-DEFAULT_MAX_VALUES = 100
+MAX_QUERY_LENGTH = 15_000
+"""The longest query a plan lists values in: VictoriaMetrics refuses queries over 16 KiB unless
+told otherwise (``-search.maxQueryLen``). About 1,500 values of 8 characters."""
 
 
 @dataclass(frozen=True)
@@ -95,9 +104,10 @@ def _text(
 
 
 def plan_queries(
-    requests: Sequence[SeriesRequest], *, max_values: int = DEFAULT_MAX_VALUES
+    requests: Sequence[SeriesRequest], *, max_length: int = MAX_QUERY_LENGTH
 ) -> list[Query]:
-    """The queries that answer ``requests``, each serving every request it can."""
+    """The queries that answer ``requests``, each serving every request it can; one that lists
+    its targets' values is at most ``max_length`` characters long, else generic."""
     groups: dict[tuple[str, Field, float], list[SeriesRequest]] = defaultdict(list)
     generic: dict[tuple[int, float, Field], str] = {}  # targets share SLO objects: compile once
     fields: dict[int, tuple[Field, ...]] = {}
@@ -129,16 +139,21 @@ def plan_queries(
         for member in members:
             for name, value in member.params:
                 merged[name].add(value)
-        batch: dict[str, tuple[str, ...]] | None = {n: tuple(sorted(v)) for n, v in merged.items()}
-        if not batch or any(len(values) > max_values for values in batch.values()):
-            batch = None  # generic: one query for all, split here
-        text = _text(spec, window, field, batch) if batch else text_of_all
+        batch: dict[str, tuple[str, ...]] | None = None
+        text = text_of_all  # generic: one query for all, split here
+        # The values' own length (and a '|' each) is less than they take listed: past the
+        # budget, nothing is built.
+        if merged and sum(len(v) + 1 for vs in merged.values() for v in vs) <= max_length:
+            listed = {n: tuple(sorted(v)) for n, v in merged.items()}
+            listed_text = _text(spec, window, field, listed)
+            if len(listed_text) <= max_length:
+                batch, text = listed, listed_text
         queries.append(Query(text, field, window, spec, batch, tuple(members)))
     return queries
 
 
 def plan_what_can_be_planned(
-    requests: Sequence[SeriesRequest], *, max_values: int = DEFAULT_MAX_VALUES
+    requests: Sequence[SeriesRequest], *, max_length: int = MAX_QUERY_LENGTH
 ) -> tuple[list[Query], dict[tuple[str, str], str]]:
     """:func:`plan_queries`, setting aside the requests whose queries cannot be built.
 
@@ -146,7 +161,7 @@ def plan_what_can_be_planned(
     makes its own results UNKNOWN instead of failing the whole batch.
     """
     try:
-        return plan_queries(requests, max_values=max_values), {}
+        return plan_queries(requests, max_length=max_length), {}
     except ValueError:
         pass
     good: list[SeriesRequest] = []
@@ -158,7 +173,7 @@ def plan_what_can_be_planned(
             bad[request.key] = f"cannot build the query: {exc}"
         else:
             good.append(request)
-    return plan_queries(good, max_values=max_values), bad
+    return plan_queries(good, max_length=max_length), bad
 
 
 def with_unplanned(

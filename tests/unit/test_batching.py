@@ -87,10 +87,28 @@ def test_batched_values_merge_into_one_regex_matcher() -> None:
     assert "by (version, service)" in queries[0].promql
 
 
-def test_past_max_values_the_query_is_generic() -> None:
+def test_a_query_that_would_list_past_max_length_is_generic() -> None:
     requests = [request("errors", f"svc{i}") for i in range(5)]
-    queries = plan_queries(requests, max_values=3)
-    assert all('service=~".+"' in q.promql and q.params is None for q in queries)
+    listed = plan_queries(requests)
+    assert all(q.params == {"service": tuple(f"svc{i}" for i in range(5))} for q in listed)
+    longest = max(len(q.promql) for q in listed)
+    assert plan_queries(requests, max_length=longest) == listed
+    budget = longest - 1  # the longest query becomes generic; the others stay listed
+    planned = plan_queries(requests, max_length=budget)
+    assert [q.params is None for q in planned] == [len(q.promql) > budget for q in listed]
+    assert all('service=~".+"' in q.promql for q in planned if q.params is None)
+    # A batch whose values alone pass the budget is not built to find out.
+    assert all(q.params is None for q in plan_queries(requests, max_length=5 * 4))
+
+
+def test_a_query_lists_the_values_of_many_targets() -> None:
+    """Up to MAX_QUERY_LENGTH: a query for 1,000 of many services asks for theirs, not all."""
+    requests = [request("errors", f"svc{i:04}") for i in range(1000)]
+    queries = plan_queries(requests)
+    assert all(q.params is not None and len(q.params["service"]) == 1000 for q in queries)
+    assert all(len(q.promql) <= batching.MAX_QUERY_LENGTH for q in queries)
+    longer = [*requests, request("errors", "x" * 9000)]  # 17,000 characters of values
+    assert all(q.params is None for q in plan_queries(longer))
 
 
 def test_full_queries_with_placeholders_are_sent_once_per_params() -> None:
@@ -128,7 +146,7 @@ def test_the_queries_of_one_slo_share_one_index_of_its_targets(
     """A plan asks an SLO's windows and counts one after another, for the same targets: their
     index is built once (at 10,000 targets, 9 indexes a cycle became 3)."""
     requests = [request("errors", s) for s in ("cart", "checkout", "search")]
-    queries = plan_queries(requests, max_values=1)  # generic: the split picks the targets
+    queries = plan_queries(requests, max_length=1)  # generic: the split picks the targets
     assert len(queries) == 2 * len(health_windows(ERRORS.spec))  # counted and events
     looked_up: list[object] = []
     plain_values = batching._plain_values
