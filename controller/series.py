@@ -29,7 +29,8 @@ from math import inf, isnan
 from prometheus_client.utils import floatToGoString
 from trimtab.slo.durations import format_duration
 from trimtab.slo.health import Level, health_spec
-from trimtab.slo.ports import Measurements, SeriesRequest
+from trimtab.slo.models import SLO
+from trimtab.slo.ports import Measurements, SeriesRequest, SeriesResult
 
 from .record import Decision
 
@@ -113,6 +114,11 @@ class TargetSeries:
         self._thresholds: dict[str, tuple[tuple[str, float], ...]] = {}  # by SLO
         self._layouts: dict[Layout, Layout] = {}  # one object per distinct layout
         self._parts: dict[tuple[str, str, str], tuple[str, str]] = {}  # (backend, slo, window)
+        # (the SLO's id, a request's clipping) → the SLO, and per window of it: the window
+        # measured for it and its label (see _layout)
+        self._windows: dict[
+            tuple[int, tuple[tuple[float, float], ...]], tuple[SLO, list[tuple[float, str]]]
+        ] = {}
 
     def _target(self, name: str) -> _Target:
         """``name``'s record (the lock held)."""
@@ -154,12 +160,20 @@ class TargetSeries:
     ) -> bool:
         """Each target's SLI values per SLO window, replacing its last, and each SLO's
         thresholds. Returns whether any query of the batch failed."""
+        self.record_thresholds(requests)
         failed = measurements.source_error is not None
+        found: dict[str, list[SeriesResult]] = {}  # a target's requests need not be adjacent
+        for request in requests:
+            result = measurements[request]
+            failed = failed or result.error is not None
+            found.setdefault(request.target, []).append(result)
+        for name, results in found.items():
+            self.record_results(name, results)
+        return failed
+
+    def record_thresholds(self, requests: Iterable[SeriesRequest]) -> None:
+        """The thresholds of the SLOs ``requests`` measure."""
         thresholds: dict[str, tuple[tuple[str, float], ...]] = {}
-        # Per target, its values and their line text (a target's requests need not be adjacent).
-        found: dict[str, tuple[list[tuple[str, str]], list[float]]] = {}
-        # Per SLO and clipping, each SLO window with the window measured for it and its label.
-        windows: dict[tuple[int, tuple[tuple[float, float], ...]], list[tuple[float, str]]] = {}
         for request in requests:
             slo = request.slo.metadata.name
             if slo not in thresholds:
@@ -168,36 +182,44 @@ class TargetSeries:
                     ("DEGRADED", spec.degraded.value),
                     ("UNAVAILABLE", spec.unavailable.value),
                 )
-            result = measurements[request]
-            failed = failed or result.error is not None
-            layout = windows.get((id(request.slo), request.clipped))
-            if layout is None:
-                clipped = dict(request.clipped)  # by the SLO's window, clipped or not
-                layout = [
-                    (clipped.get(w, w), format_duration(w))
-                    for w in health_spec(request.slo.spec).windows
-                ]
-                windows[(id(request.slo), request.clipped)] = layout
-            mine = found.get(request.target)
-            if mine is None:
-                mine = found[request.target] = ([], [])
-            parts, values = mine
+        with self._lock:
+            self._thresholds.update(thresholds)
+
+    def record_results(self, name: str, results: Iterable[SeriesResult]) -> None:
+        """Target ``name``'s SLI values per SLO window, from all its results, replacing its
+        last."""
+        parts: list[tuple[str, str]] = []
+        values: list[float] = []
+        for result in results:
+            request = result.request
+            slo = request.slo.metadata.name
             for backend, measured in result.backends.items():
-                for window, label in layout:
+                for window, label in self._layout(request):
                     m = measured.get(window)
                     if m is not None and m.value is not None:
                         parts.append(self._part(backend, slo, label))
                         values.append(m.value)
-        with self._lock:  # one batch, one lock
-            self._thresholds.update(thresholds)
-            for name, (parts, values) in found.items():
-                target = self._target(name)
-                key = tuple(parts)
-                if len(self._layouts) >= _LAYOUTS_KEPT and key not in self._layouts:
-                    self._layouts.clear()  # the targets keep theirs; only the sharing restarts
-                target.layout = self._layouts.setdefault(key, key)
-                target.values = tuple(values)
-        return failed
+        key = tuple(parts)
+        with self._lock:
+            target = self._target(name)
+            if len(self._layouts) >= _LAYOUTS_KEPT and key not in self._layouts:
+                self._layouts.clear()  # the targets keep theirs; only the sharing restarts
+            target.layout = self._layouts.setdefault(key, key)
+            target.values = tuple(values)
+
+    def _layout(self, request: SeriesRequest) -> list[tuple[float, str]]:
+        """Each window of the request's SLO, with the window measured for it (clipped or not)
+        and its label; one list per SLO and clipping."""
+        slo = request.slo
+        known = self._windows.get((id(slo), request.clipped))
+        if known is not None and known[0] is slo:
+            return known[1]
+        if len(self._windows) >= _LAYOUTS_KEPT:
+            self._windows.clear()
+        clipped = dict(request.clipped)  # by the SLO's window, clipped or not
+        layout = [(clipped.get(w, w), format_duration(w)) for w in health_spec(slo.spec).windows]
+        self._windows[(id(slo), request.clipped)] = (slo, layout)
+        return layout
 
     def _part(self, backend: str, slo: str, window: str) -> tuple[str, str]:
         """The text of a ``trimtab_slo_value`` line before the target's name and after it."""

@@ -44,13 +44,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import entry_points
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
@@ -322,14 +322,86 @@ class _Source:
         self.telemetry, self.inner = telemetry, inner
 
     def query(self, requests: Sequence[SeriesRequest], at: datetime) -> Measurements:
+        """The inner source's answer, whose results record each target's SLI values as the
+        cycle takes them (:class:`_Recording`)."""
         measurements = self.inner.query(requests, at)
-        self.telemetry.record_measurements(requests, measurements)
-        return measurements
+        series = self.telemetry.series
+        series.record_thresholds(requests)
+        if measurements.source_error is not None:
+            self.telemetry.record_source_error()
+        recording = _Recording(self.telemetry, measurements, requests)
+        return Measurements(recording, measurements.source_error)
 
     def query_range(
         self, request: SeriesRequest, start: datetime, end: datetime, step: float
     ) -> list[tuple[datetime, SeriesResult]]:
         return self.inner.query_range(request, start, end, step)
+
+
+class _Recording(Mapping[tuple[str, str], SeriesResult]):
+    """A batch's results that record a target's SLI values once the cycle has taken all of
+    its results (the reconciler takes each once, and judges it).
+
+    The values are read from the results the judgement then reads, so each backend's
+    measurements are made once a cycle, where recording them at the batch's arrival made them
+    twice (at 10,000 targets, 60,000 fewer reads of the batch's table a cycle). A target whose
+    results the cycle does not take keeps its last values. A batch with a failed query counts
+    once in ``trimtab_source_errors_total``, when its first failed result is taken (the source
+    down: when it answers).
+    """
+
+    def __init__(
+        self, telemetry: Telemetry, measurements: Measurements, requests: Sequence[SeriesRequest]
+    ) -> None:
+        self._telemetry = telemetry
+        results = measurements.results
+        # A dict of results (a fake source's) is emptied as the cycle takes them, as the
+        # reconciler does with one: each result goes with its target.
+        self._kept = dict(results) if isinstance(results, dict) else None
+        self._results = results if self._kept is None else self._kept
+        self._failed = measurements.source_error is not None  # counted already
+        self._left: dict[str, set[tuple[str, str]]] = {}  # per target, its keys not yet taken
+        for request in requests:
+            self._left.setdefault(request.target, set()).add(request.key)
+        self._taken: dict[str, list[SeriesResult]] = {}
+
+    def get(self, key: tuple[str, str], default: Any = None) -> Any:
+        kept = self._kept
+        result = self._results.get(key) if kept is None else kept.pop(key, None)
+        left = self._left.get(key[0])
+        if left is not None and key in left:
+            self._take(key, left, result)
+        return default if result is None else result
+
+    def __getitem__(self, key: tuple[str, str]) -> SeriesResult:
+        result = self.get(key)
+        if result is None:
+            raise KeyError(key)
+        return cast(SeriesResult, result)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._results
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def _take(
+        self, key: tuple[str, str], left: set[tuple[str, str]], result: SeriesResult | None
+    ) -> None:
+        target = key[0]
+        left.discard(key)
+        taken = self._taken.setdefault(target, [])
+        if result is not None:
+            taken.append(result)
+        if not self._failed and (result is None or result.error is not None):
+            self._failed = True  # a request with no result is one that failed
+            self._telemetry.record_source_error()
+        if not left:
+            del self._left[target], self._taken[target]
+            self._telemetry.series.record_results(target, taken)
 
 
 class _Adapter:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,7 +27,8 @@ from trimtab.controller.series import _numbers
 from trimtab.controller.state import StateStore
 from trimtab.controller.targets import targets
 from trimtab.controller.telemetry import Telemetry, span_processors_from_env
-from trimtab.slo import load_text
+from trimtab.slo import batching, load_text
+from trimtab.slo.batching import Answer, Query, assemble, plan_queries
 from trimtab.slo.health import WindowMeasurement
 from trimtab.slo.ports import Measurements, SeriesRequest, SeriesResult
 from trimtab.slo.traffic import PermanentTrafficError
@@ -169,6 +171,65 @@ def test_a_source_outage_counts_and_leaves_health_unknown(
     assert value(telemetry, "trimtab_slo_health", slo="errors", target=KEY, backend="v2") == -1
     assert "trimtab_slo_value{" not in telemetry.exposition().decode()
     assert value(telemetry, "trimtab_cycle_duration_seconds_count") == 2
+
+
+class BatchedSource:
+    """A source that plans and assembles as the Prometheus source does (results read from a
+    batch's table when asked), with canned answers: a healthy error ratio on both backends,
+    or a failed query for the windows in ``failing``."""
+
+    def __init__(self, failing: tuple[float, ...] = ()) -> None:
+        self.failing = failing
+
+    def query(self, requests: Sequence[SeriesRequest], at: datetime) -> Measurements:
+        answers: list[tuple[Query, Answer]] = []
+        for query in plan_queries(requests):
+            count = 600.0 if query.field == "events" else 600.0 * HEALTHY
+            rows = [({"version": b}, count) for b in ("v1", "v2")]
+            answers.append((query, "timed out" if query.window in self.failing else rows))
+        return assemble(requests, answers)
+
+    def query_range(self, *args: object) -> list[tuple[datetime, SeriesResult]]:
+        raise NotImplementedError
+
+
+def test_a_cycle_makes_each_backends_measurements_once_for_metrics_and_judgement(
+    telemetry: Telemetry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/metrics records the values of the results the reconciler judges, as it takes them: a
+    backend's measurements are read from the batch once a cycle, not once for each."""
+    reads: list[int] = []
+    read = batching._Table.read
+
+    def counted(table: batching._Table, first: int, *args: Any) -> Any:
+        reads.append(first)
+        return read(table, first, *args)
+
+    monkeypatch.setattr(batching._Table, "read", counted)
+    adapter = FakeTrafficAdapter({"v1": 100, "v2": 0})
+    r = reconciler(telemetry, tmp_path, BatchedSource(), adapter)  # type: ignore[arg-type]
+    cycle(telemetry, r)
+    assert len(reads) == 2  # one per backend
+    for backend in ("v1", "v2"):
+        got = value(
+            telemetry, "trimtab_slo_value", slo="errors", target=KEY, backend=backend, window="5m"
+        )
+        assert got == pytest.approx(HEALTHY)
+    assert value(telemetry, "trimtab_source_errors_total") == 0
+
+
+def test_a_batch_with_failed_queries_counts_once(telemetry: Telemetry, tmp_path: Path) -> None:
+    source = BatchedSource(failing=(60.0, 300.0))
+    r = reconciler(telemetry, tmp_path, source, FakeTrafficAdapter({"v1": 100, "v2": 0}))  # type: ignore[arg-type]
+    cycle(telemetry, r)
+    assert value(telemetry, "trimtab_source_errors_total") == 1
+    assert value(telemetry, "trimtab_slo_health", slo="errors", target=KEY, backend="v2") == -1
+    assert value(
+        telemetry, "trimtab_slo_value", slo="errors", target=KEY, backend="v2", window="30m"
+    ) == pytest.approx(HEALTHY)
+    source.failing = ()
+    cycle(telemetry, r)
+    assert value(telemetry, "trimtab_source_errors_total") == 1
 
 
 def test_adapter_errors_are_counted_per_target(telemetry: Telemetry, tmp_path: Path) -> None:
