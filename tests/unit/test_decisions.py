@@ -200,8 +200,8 @@ def test_ids_sort_by_time_and_do_not_collide() -> None:
     assert first == "20250101T120000.000Z-00000000"
     later = [new_id(T0 + timedelta(milliseconds=ms)) for ms in (1, 999, 1000, 60_000)]
     assert sorted([*later, first]) == [first, *later]
-    assert len({new_id(T0) for _ in range(2000)}) == 2000
-    assert re.match(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}$", decision().id)
+    assert len({new_id(T0) for _ in range(20_000)}) == 20_000  # a cycle's, at 20,000 targets
+    assert re.match(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{16}$", decision().id)
 
 
 # --- the chain --------------------------------------------------------------------------------
