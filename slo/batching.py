@@ -314,6 +314,13 @@ class _Packed(Mapping[str, Mapping[float, WindowMeasurement]]):
         )
         return found
 
+    def get(  # type: ignore[override]  # one signature for Mapping.get's overloads
+        self, backend: str, default: Mapping[float, WindowMeasurement] | None = None
+    ) -> Mapping[float, WindowMeasurement] | None:
+        """:meth:`__getitem__`, or ``default``, in one call: Mapping's ``get`` is a Python
+        method around it (a cycle asks 60,000 times at 10,000 targets)."""
+        return self[backend] if backend in self._names else default
+
     def __contains__(self, backend: object) -> bool:
         return backend in self._names
 
