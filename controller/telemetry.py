@@ -325,8 +325,7 @@ class _Source:
         """The inner source's answer, whose results record each target's SLI values as the
         cycle takes them (:class:`_Recording`)."""
         measurements = self.inner.query(requests, at)
-        series = self.telemetry.series
-        series.record_thresholds(requests)
+        self.telemetry.series.record_thresholds(requests)
         if measurements.source_error is not None:
             self.telemetry.record_source_error()
         recording = _Recording(self.telemetry, measurements, requests)
@@ -346,8 +345,8 @@ class _Recording(Mapping[tuple[str, str], SeriesResult]):
     measurements are made once a cycle, where recording them at the batch's arrival made them
     twice (at 10,000 targets, 60,000 fewer reads of the batch's table a cycle). A target whose
     results the cycle does not take keeps its last values. A batch with a failed query counts
-    once in ``trimtab_source_errors_total``, when its first failed result is taken (the source
-    down: when it answers).
+    once in ``trimtab_source_errors_total``: when its first failed result is taken, or at once
+    when the source itself is down.
     """
 
     def __init__(

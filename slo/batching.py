@@ -4,7 +4,7 @@ Targets that use the same SLO with different ``params`` (or different SLOs with 
 indicator) share a query: their param values merge into one matcher (``service=~"a|b"``), the
 result is grouped by the param labels and the ``backendLabel``, and :func:`assemble` splits it
 back per target. A query lists the values of the targets it serves, however many, unless the
-list would make it longer than ``max_length`` characters: then it becomes generic
+list would make it longer than ``max_length`` bytes: then it becomes generic
 (``service=~".+"``) and the split happens here. Either way the number of queries per cycle grows
 with the number of distinct indicators, never with the number of targets.
 
@@ -69,8 +69,9 @@ Answer = Sequence[Sample] | str
 """The samples a query returned (labels, value), or the reason it failed."""
 
 MAX_QUERY_LENGTH = 15_000
-"""The longest query a plan lists values in: VictoriaMetrics refuses queries over 16 KiB unless
-told otherwise (``-search.maxQueryLen``). About 1,500 values of 8 characters."""
+"""The longest query, in UTF-8 bytes, that a plan lists values in: VictoriaMetrics refuses
+queries over 16 KiB unless told otherwise (``-search.maxQueryLen``). About 1,500 values of 8
+characters."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def plan_queries(
     requests: Sequence[SeriesRequest], *, max_length: int = MAX_QUERY_LENGTH
 ) -> list[Query]:
     """The queries that answer ``requests``, each serving every request it can; one that lists
-    its targets' values is at most ``max_length`` characters long, else generic."""
+    its targets' values is at most ``max_length`` bytes long, else generic."""
     groups: dict[tuple[str, Field, float], list[SeriesRequest]] = defaultdict(list)
     generic: dict[tuple[int, float, Field], str] = {}  # targets share SLO objects: compile once
     fields: dict[int, tuple[Field, ...]] = {}
@@ -141,12 +142,12 @@ def plan_queries(
                 merged[name].add(value)
         batch: dict[str, tuple[str, ...]] | None = None
         text = text_of_all  # generic: one query for all, split here
-        # The values' own length (and a '|' each) is less than they take listed: past the
-        # budget, nothing is built.
+        # The values' own length (and a '|' each) is less than the bytes they take listed:
+        # past the budget, nothing is built.
         if merged and sum(len(v) + 1 for vs in merged.values() for v in vs) <= max_length:
             listed = {n: tuple(sorted(v)) for n, v in merged.items()}
             listed_text = _text(spec, window, field, listed)
-            if len(listed_text) <= max_length:
+            if len(listed_text.encode()) <= max_length:
                 batch, text = listed, listed_text
         queries.append(Query(text, field, window, spec, batch, tuple(members)))
     return queries

@@ -101,6 +101,18 @@ def test_a_query_that_would_list_past_max_length_is_generic() -> None:
     assert all(q.params is None for q in plan_queries(requests, max_length=5 * 4))
 
 
+def test_a_listed_querys_length_counts_its_bytes() -> None:
+    """VictoriaMetrics counts bytes: a value beyond ASCII takes more than its characters."""
+    requests = [request("errors", "zürich"), request("errors", "genève")]
+    listed = plan_queries(requests)
+    assert all(q.params is not None for q in listed)
+    chars = max(len(q.promql) for q in listed)
+    planned = plan_queries(requests, max_length=chars)
+    assert [q.params is None for q in planned] == [len(q.promql.encode()) > chars for q in listed]
+    assert any(q.params is None for q in planned)  # the longest, at least
+    assert plan_queries(requests, max_length=max(len(q.promql.encode()) for q in listed)) == listed
+
+
 def test_a_query_lists_the_values_of_many_targets() -> None:
     """Up to MAX_QUERY_LENGTH: a query for 1,000 of many services asks for theirs, not all."""
     requests = [request("errors", f"svc{i:04}") for i in range(1000)]
