@@ -111,3 +111,20 @@ def loopback_server() -> Iterator[Callable[..., LoopbackServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def table_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The first slot of every read of a batch's table (``batching._Table.read``), as they
+    happen: how often a backend's measurements are made."""
+    from trimtab.slo import batching
+
+    reads: list[int] = []
+    read = batching._Table.read
+
+    def counted(table: batching._Table, first: int, *args: object) -> object:
+        reads.append(first)
+        return read(table, first, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batching._Table, "read", counted)
+    return reads

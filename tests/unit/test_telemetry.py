@@ -8,7 +8,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +26,7 @@ from trimtab.controller.series import _numbers
 from trimtab.controller.state import StateStore
 from trimtab.controller.targets import targets
 from trimtab.controller.telemetry import Telemetry, span_processors_from_env
-from trimtab.slo import batching, load_text
+from trimtab.slo import load_text
 from trimtab.slo.batching import Answer, Query, assemble, plan_queries
 from trimtab.slo.health import WindowMeasurement
 from trimtab.slo.ports import Measurements, SeriesRequest, SeriesResult
@@ -194,22 +193,14 @@ class BatchedSource:
 
 
 def test_a_cycle_makes_each_backends_measurements_once_for_metrics_and_judgement(
-    telemetry: Telemetry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    telemetry: Telemetry, tmp_path: Path, table_reads: list[int]
 ) -> None:
     """/metrics records the values of the results the reconciler judges, as it takes them: a
     backend's measurements are read from the batch once a cycle, not once for each."""
-    reads: list[int] = []
-    read = batching._Table.read
-
-    def counted(table: batching._Table, first: int, *args: Any) -> Any:
-        reads.append(first)
-        return read(table, first, *args)
-
-    monkeypatch.setattr(batching._Table, "read", counted)
     adapter = FakeTrafficAdapter({"v1": 100, "v2": 0})
     r = reconciler(telemetry, tmp_path, BatchedSource(), adapter)  # type: ignore[arg-type]
     cycle(telemetry, r)
-    assert len(reads) == 2  # one per backend
+    assert len(table_reads) == 2  # one per backend
     for backend in ("v1", "v2"):
         got = value(
             telemetry, "trimtab_slo_value", slo="errors", target=KEY, backend=backend, window="5m"
