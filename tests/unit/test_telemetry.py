@@ -29,7 +29,7 @@ from trimtab.controller.telemetry import Telemetry, span_processors_from_env
 from trimtab.slo import load_text
 from trimtab.slo.batching import Answer, Query, assemble, plan_queries
 from trimtab.slo.health import WindowMeasurement
-from trimtab.slo.ports import Measurements, SeriesRequest, SeriesResult
+from trimtab.slo.ports import Measurements, MetricSource, SeriesRequest, SeriesResult
 from trimtab.slo.traffic import PermanentTrafficError
 
 CONFIG = load_text(
@@ -87,7 +87,7 @@ def telemetry(spans: InMemorySpanExporter) -> Iterator[Telemetry]:
 
 
 def reconciler(
-    telemetry: Telemetry, tmp_path: Path, source: ListMetricSource, adapter: FakeTrafficAdapter
+    telemetry: Telemetry, tmp_path: Path, source: MetricSource, adapter: FakeTrafficAdapter
 ) -> Reconciler:
     plain = Reconciler(
         ReconcilerConfig(
@@ -198,7 +198,7 @@ def test_a_cycle_makes_each_backends_measurements_once_for_metrics_and_judgement
     """/metrics records the values of the results the reconciler judges, as it takes them: a
     backend's measurements are read from the batch once a cycle, not once for each."""
     adapter = FakeTrafficAdapter({"v1": 100, "v2": 0})
-    r = reconciler(telemetry, tmp_path, BatchedSource(), adapter)  # type: ignore[arg-type]
+    r = reconciler(telemetry, tmp_path, BatchedSource(), adapter)
     cycle(telemetry, r)
     assert len(table_reads) == 2  # one per backend
     for backend in ("v1", "v2"):
@@ -211,7 +211,7 @@ def test_a_cycle_makes_each_backends_measurements_once_for_metrics_and_judgement
 
 def test_a_batch_with_failed_queries_counts_once(telemetry: Telemetry, tmp_path: Path) -> None:
     source = BatchedSource(failing=(60.0, 300.0))
-    r = reconciler(telemetry, tmp_path, source, FakeTrafficAdapter({"v1": 100, "v2": 0}))  # type: ignore[arg-type]
+    r = reconciler(telemetry, tmp_path, source, FakeTrafficAdapter({"v1": 100, "v2": 0}))
     cycle(telemetry, r)
     assert value(telemetry, "trimtab_source_errors_total") == 1
     assert value(telemetry, "trimtab_slo_health", slo="errors", target=KEY, backend="v2") == -1
