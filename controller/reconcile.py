@@ -44,7 +44,7 @@ from .rollout import Phase
 from .state import BaselineMemo, Intent, Override, StateConflict, StateStore, TargetState
 from .targets import Target, requests_for
 
-__all__ = ["Reconciler", "ReconcilerConfig", "UnappliedOverride"]
+__all__ = ["Reconciler", "ReconcilerConfig", "UnappliedOverride", "taking"]
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class Reconciler:
         # Each target's results are let go of once it is decided, and the rest of a cycle's
         # data with its batch: at 10,000 targets, what a cycle holds at once is most of the
         # controller's memory.
-        take, source_error = _taking(answer.results), answer.source_error
+        take, source_error = taking(answer.results), answer.source_error
         del answer
         for first in range(0, len(targets), BATCH):
             turns = []
@@ -784,7 +784,7 @@ def _counts(
     )
 
 
-def _taking(
+def taking(
     results: Mapping[tuple[str, str], SeriesResult],
 ) -> Callable[[tuple[str, str]], SeriesResult | None]:
     """How a cycle takes each request's result, once. A dict of them (a fake source's) is

@@ -70,7 +70,7 @@ from trimtab.slo.ports import (
 )
 from trimtab.slo.traffic import TrafficError
 
-from .reconcile import Reconciler
+from .reconcile import Reconciler, taking
 from .record import Decision
 from .series import TargetSeries
 
@@ -353,11 +353,8 @@ class _Recording(Mapping[tuple[str, str], SeriesResult]):
         self, telemetry: Telemetry, measurements: Measurements, requests: Sequence[SeriesRequest]
     ) -> None:
         self._telemetry = telemetry
-        results = measurements.results
-        # A dict of results (a fake source's) is emptied as the cycle takes them, as the
-        # reconciler does with one: each result goes with its target.
-        self._kept = dict(results) if isinstance(results, dict) else None
-        self._results = results if self._kept is None else self._kept
+        self._results = measurements.results
+        self._result = taking(self._results)  # as the reconciler takes them: each result once
         self._failed = measurements.source_error is not None  # counted already
         self._left: dict[str, set[tuple[str, str]]] = {}  # per target, its keys not yet taken
         for request in requests:
@@ -365,8 +362,7 @@ class _Recording(Mapping[tuple[str, str], SeriesResult]):
         self._taken: dict[str, list[SeriesResult]] = {}
 
     def get(self, key: tuple[str, str], default: Any = None) -> Any:
-        kept = self._kept
-        result = self._results.get(key) if kept is None else kept.pop(key, None)
+        result = self._result(key)
         left = self._left.get(key[0])
         if left is not None and key in left:
             self._take(key, left, result)
