@@ -24,7 +24,9 @@ real files. The first cycle writes 20,000 state files and a file per route at 10
 A Rollout's windows are clipped to the time since its last shift, and a sample comes every
 2 minutes: in the first three cycles most windows hold no data, and the controller's memory
 grows as they fill (at 10,000 targets, until about the 11th cycle). Ask for 16 cycles to see
-the steady peak; 5 show the cycle times.
+the steady peak and the cycles of the middle of a step (5 minutes after the shift, the clipped
+30m windows outgrow the 5m ones and are asked for on their own: half as many series again a
+cycle); 5 show the first cycle times.
 
     .venv/bin/python bench/footprint.py --targets 10000 --cycles 16
 
@@ -193,6 +195,9 @@ def measure(count: int, wanted: int, prometheus: str, promtool: str) -> None:
                 f"  steady cycles: median {statistics.median(steady):.2f} s "
                 f"[{min(steady):.2f}–{max(steady):.2f}] over {len(steady)}"
             )
+            # Their cost follows the windows: the clipped ones grow a cycle at a time, and
+            # hold samples (one every 2 minutes) or not by where they fall.
+            print("  each steady cycle, in order: " + " ".join(f"{d:.2f}" for d in steady) + " s")
         # CPU per steady cycle, from the first poll after the second cycle to the last poll
         # (a cycle starts every 30 s; in between, /metrics is scraped every 5 s).
         calm = [s for s in spent if s[0] >= 2]
