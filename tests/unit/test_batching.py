@@ -174,6 +174,25 @@ def test_the_queries_of_one_slo_share_one_index_of_its_targets(
     assert measurements[requests[1]].health("v2").level is Level.HEALTHY
 
 
+@pytest.mark.parametrize(
+    ("names", "params", "values"),
+    [
+        (("service",), (("service", "cart"),), ("cart",)),
+        (("service",), (("env", "prod"), ("service", "cart")), ("cart",)),
+        (("service",), (("env", "prod"),), None),
+        (("env", "service"), (("env", "prod"), ("service", "cart")), ("prod", "cart")),
+        (("service", "env"), (("env", "prod"), ("service", "cart")), ("cart", "prod")),
+        (("env", "service"), (("service", "cart"),), None),
+        ((), (("service", "cart"),), ()),
+    ],
+)
+def test_a_targets_index_key_is_its_values_of_the_exact_params(
+    names: tuple[str, ...], params: tuple[tuple[str, str], ...], values: tuple[str, ...] | None
+) -> None:
+    """In the names' order, one or several; none when one is missing."""
+    assert batching._plain_values(names, params) == values
+
+
 def test_a_results_backend_is_read_from_the_table_once(table_reads: list[int]) -> None:
     """A cycle reads a result's backend to judge it, and again for the baseline test: its
     measurements are made once per result and backend."""
