@@ -30,7 +30,7 @@ from prometheus_client.utils import floatToGoString
 from trimtab.slo.durations import format_duration
 from trimtab.slo.health import Level, health_spec
 from trimtab.slo.models import SLO
-from trimtab.slo.ports import Measurements, SeriesRequest, SeriesResult
+from trimtab.slo.ports import SeriesRequest, SeriesResult
 
 from .record import Decision
 
@@ -154,22 +154,6 @@ class TargetSeries:
     def record_adapter_error(self, name: str) -> None:
         with self._lock:
             self._target(name).adapter_errors += 1
-
-    def record_measurements(
-        self, requests: Sequence[SeriesRequest], measurements: Measurements
-    ) -> bool:
-        """Each target's SLI values per SLO window, replacing its last, and each SLO's
-        thresholds. Returns whether any query of the batch failed."""
-        self.record_thresholds(requests)
-        failed = measurements.source_error is not None
-        found: dict[str, list[SeriesResult]] = {}  # a target's requests need not be adjacent
-        for request in requests:
-            result = measurements[request]
-            failed = failed or result.error is not None
-            found.setdefault(request.target, []).append(result)
-        for name, results in found.items():
-            self.record_results(name, results)
-        return failed
 
     def record_thresholds(self, requests: Iterable[SeriesRequest]) -> None:
         """The thresholds of the SLOs ``requests`` measure."""

@@ -163,13 +163,6 @@ class Telemetry:
         """Count ``decision``; the route's weights and (when judged) its health per SLO."""
         self.series.record_decisions([decision])
 
-    def record_measurements(
-        self, requests: Sequence[SeriesRequest], measurements: Measurements
-    ) -> None:
-        """SLI values per window, each SLO's thresholds, and whether the batch failed."""
-        if self.series.record_measurements(requests, measurements):
-            self.record_source_error()
-
     def record_source_error(self) -> None:
         self._source_errors.add(1)
 

@@ -409,8 +409,7 @@ def test_a_clipped_window_is_exposed_under_the_slo_window_it_stands_for(
         "v1": {60.0: WindowMeasurement(0.001, 600.0), 90.0: WindowMeasurement(0.002, 900.0)},
         "v2": {60.0: WindowMeasurement(None, 0.0), 90.0: WindowMeasurement(0.004, 90.0)},
     }
-    answer = Measurements({request.key: SeriesResult(request, measured)})
-    telemetry.record_measurements([request], answer)
+    telemetry.series.record_results(KEY, [SeriesResult(request, measured)])
     exposed = {
         (backend, window): value(
             telemetry,
