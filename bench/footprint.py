@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import batching
@@ -115,17 +116,40 @@ def cycles(url: str) -> tuple[int, float]:
     return count, total
 
 
+def started_prometheus(
+    count: int, directory: Path, prometheus: str, promtool: str
+) -> tuple[PrometheusServer, int]:
+    """A Prometheus in ``directory`` holding ``count`` services' series, from :data:`BEFORE`
+    seconds ago to :data:`AHEAD` seconds ahead; returns it and the time its data starts."""
+    server = PrometheusServer(prometheus, directory)
+    start = int(time.time()) - BEFORE
+    batching.START, batching.SAMPLES = start, (BEFORE + AHEAD) // batching.STEP + 1
+    began = time.perf_counter()
+    backfill(promtool, "\n".join(batching.openmetrics(count)) + "\n", server.storage)
+    server.start()
+    ready = time.perf_counter() - began
+    print(f"{count} targets: backfilled and started Prometheus in {ready:.0f} s")
+    return server, start
+
+
+def run(measure: Callable[[int, int, str, str], None], *, cycles: int, doc: str) -> None:
+    """The command line of a bench that measures ``--cycles`` cycles for each ``--targets``
+    count: ``measure(count, cycles, prometheus, promtool)``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--targets", type=int, nargs="+", default=[10000])
+    parser.add_argument("--cycles", type=int, default=cycles, help="cycles (the first too)")
+    args = parser.parse_args()
+    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    if not prometheus or not promtool:
+        raise SystemExit("needs prometheus and promtool (Debian package prometheus)")
+    for count in args.targets:
+        measure(count, args.cycles, prometheus, promtool)
+
+
 def measure(count: int, wanted: int, prometheus: str, promtool: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="trimtab-footprint-"))
     try:
-        server = PrometheusServer(prometheus, workdir / "prometheus")
-        start = int(time.time()) - BEFORE
-        batching.START, batching.SAMPLES = start, (BEFORE + AHEAD) // batching.STEP + 1
-        began = time.perf_counter()
-        backfill(promtool, "\n".join(batching.openmetrics(count)) + "\n", server.storage)
-        server.start()
-        ready = time.perf_counter() - began
-        print(f"{count} targets: backfilled and started Prometheus in {ready:.0f} s")
+        server, _ = started_prometheus(count, workdir / "prometheus", prometheus, promtool)
         config = workdir / "config"
         (config / "routes").mkdir(parents=True)
         port = free_port()
@@ -221,17 +245,5 @@ def measure(count: int, wanted: int, prometheus: str, promtool: str) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--targets", type=int, nargs="+", default=[10000])
-    parser.add_argument("--cycles", type=int, default=5, help="cycles to watch (the first too)")
-    args = parser.parse_args()
-    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
-    if not prometheus or not promtool:
-        raise SystemExit("needs prometheus and promtool (Debian package prometheus)")
-    for count in args.targets:
-        measure(count, args.cycles, prometheus, promtool)
-
-
 if __name__ == "__main__":
-    main()
+    run(measure, cycles=5, doc=__doc__)

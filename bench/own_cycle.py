@@ -32,10 +32,8 @@ Never run as a test: it prints figures and asserts nothing of them.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -50,11 +48,6 @@ from trimtab.controller.telemetry import Telemetry
 from trimtab.controller.wiring import wire
 from trimtab.slo import load_text, models
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from servers import PrometheusServer, backfill  # noqa: E402
-
 INTERVAL = 30.0  # the Rollouts' analysis interval (footprint.ROLLOUT)
 MID_STEP = 11  # the first cycle whose clipped 30m windows are longer than 5m
 
@@ -62,18 +55,9 @@ MID_STEP = 11  # the first cycle whose clipped 30m windows are longer than 5m
 def measure(count: int, cycles: int, prometheus: str, promtool: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="trimtab-own-cycle-"))
     try:
-        server = PrometheusServer(prometheus, workdir / "prometheus")
-        start = int(time.time()) - footprint.BEFORE
-        batching.START = start
-        batching.SAMPLES = (footprint.BEFORE + footprint.AHEAD) // batching.STEP + 1
-        began = time.perf_counter()
-        text = "\n".join(batching.openmetrics(count)) + "\n"
-        backfill(promtool, text, server.storage)
-        del text
-        server.start()
-        took = time.perf_counter() - began
-        print(f"{count} targets: backfilled and started Prometheus in {took:.0f} s")
-
+        server, start = footprint.started_prometheus(
+            count, workdir / "prometheus", prometheus, promtool
+        )
         (workdir / "routes").mkdir()
         fleet = batching.SLO_YAML + "".join(footprint.ROLLOUT.format(i=i) for i in range(count))
         with heap.paused():
@@ -133,17 +117,5 @@ def _median(rows: list[tuple[int, float, float, float, int]], column: int) -> st
     return f"{statistics.median(values):.2f} s [{min(values):.2f}–{max(values):.2f}]"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--targets", type=int, nargs="+", default=[10000])
-    parser.add_argument("--cycles", type=int, default=16, help="cycles to run (the first too)")
-    args = parser.parse_args()
-    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
-    if not prometheus or not promtool:
-        raise SystemExit("needs prometheus and promtool (Debian package prometheus)")
-    for count in args.targets:
-        measure(count, args.cycles, prometheus, promtool)
-
-
 if __name__ == "__main__":
-    main()
+    footprint.run(measure, cycles=16, doc=__doc__)
