@@ -148,6 +148,7 @@ def run(measure: Callable[[int, int, str, str], None], *, cycles: int, doc: str)
 
 def measure(count: int, wanted: int, prometheus: str, promtool: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="trimtab-footprint-"))
+    server = None
     try:
         server, _ = started_prometheus(count, workdir / "prometheus", prometheus, promtool)
         config = workdir / "config"
@@ -240,8 +241,9 @@ def measure(count: int, wanted: int, prometheus: str, promtool: str) -> None:
             f"  one /metrics scrape {scrape:.2f} s ({scrape_cpu:.2f} s of trimtab's CPU), "
             f"{size / 1e6:.1f} MB"
         )
-        server.stop()
     finally:
+        if server is not None:  # a run cut short leaves no Prometheus behind
+            server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

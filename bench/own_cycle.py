@@ -54,6 +54,7 @@ MID_STEP = 11  # the first cycle whose clipped 30m windows are longer than 5m
 
 def measure(count: int, cycles: int, prometheus: str, promtool: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="trimtab-own-cycle-"))
+    server = None
     try:
         server, start = footprint.started_prometheus(
             count, workdir / "prometheus", prometheus, promtool
@@ -103,8 +104,9 @@ def measure(count: int, cycles: int, prometheus: str, promtool: str) -> None:
                     f"{_median(chosen, 3)}"
                 )
         source.close()
-        server.stop()
     finally:
+        if server is not None:  # a run cut short leaves no Prometheus behind
+            server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -217,7 +217,7 @@ def _plain_values(
     names: tuple[str, ...], params: tuple[tuple[str, str], ...]
 ) -> tuple[str, ...] | None:
     """The values of the params ``names`` (``None`` when one is missing)."""
-    if len(names) == 1:  # most SLOs bind one label: no dict a member (10,000 a query)
+    if len(names) == 1:  # most SLOs bind one label: no dict per member indexed
         name = names[0]
         for key, value in params:
             if key == name:
