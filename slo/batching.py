@@ -216,18 +216,17 @@ _UNMEASURED: Mapping[str, Mapping[float, WindowMeasurement]] = MappingProxyType(
 def _plain_values(
     names: tuple[str, ...], params: tuple[tuple[str, str], ...]
 ) -> tuple[str, ...] | None:
-    """The values of the params ``names`` (``None`` when one is missing)."""
-    if len(names) == 1:  # most SLOs bind one label: no dict per member indexed
-        name = names[0]
+    """The values of the params ``names`` (``None`` when one is missing): looked up in the
+    few pairs, with no dict built per member indexed (at 10,000 targets, 60,000 a cycle)."""
+    values = []
+    for name in names:
         for key, value in params:
             if key == name:
-                return (value,)
-        return None
-    given = dict(params)
-    try:
-        return tuple(given[name] for name in names)
-    except KeyError:
-        return None
+                values.append(value)
+                break
+        else:
+            return None
+    return tuple(values)
 
 
 class _Table:
