@@ -114,10 +114,11 @@ class TargetSeries:
         self._thresholds: dict[str, tuple[tuple[str, float], ...]] = {}  # by SLO
         self._layouts: dict[Layout, Layout] = {}  # one object per distinct layout
         self._parts: dict[tuple[str, str, str], tuple[str, str]] = {}  # (backend, slo, window)
-        # (the SLO's id, a request's clipping) → the SLO, and per window of it: the window
-        # measured for it and its label (see _layout)
+        # (the SLO's id, a request's clipping, a backend) → the SLO, and per window of it: the
+        # window measured for it and the text of its line (see _lines)
         self._windows: dict[
-            tuple[int, tuple[tuple[float, float], ...]], tuple[SLO, list[tuple[float, str]]]
+            tuple[int, tuple[tuple[float, float], ...], str],
+            tuple[SLO, list[tuple[float, tuple[str, str]]]],
         ] = {}
 
     def _target(self, name: str) -> _Target:
@@ -176,12 +177,11 @@ class TargetSeries:
         values: list[float] = []
         for result in results:
             request = result.request
-            slo = request.slo.metadata.name
             for backend, measured in result.backends.items():
-                for window, label in self._layout(request):
+                for window, part in self._lines(request, backend):
                     m = measured.get(window)
                     if m is not None and m.value is not None:
-                        parts.append(self._part(backend, slo, label))
+                        parts.append(part)
                         values.append(m.value)
         key = tuple(parts)
         with self._lock:
@@ -191,19 +191,24 @@ class TargetSeries:
             target.layout = self._layouts.setdefault(key, key)
             target.values = tuple(values)
 
-    def _layout(self, request: SeriesRequest) -> list[tuple[float, str]]:
-        """Each window of the request's SLO, with the window measured for it (clipped or not)
-        and its label; one list per SLO and clipping."""
+    def _lines(self, request: SeriesRequest, backend: str) -> list[tuple[float, tuple[str, str]]]:
+        """Per window of the request's SLO, the window measured for it (clipped or not) and the
+        text of its ``trimtab_slo_value`` line for ``backend``; one list per SLO, clipping and
+        backend (a cycle records 60,000 backends' values at 10,000 targets)."""
         slo = request.slo
-        known = self._windows.get((id(slo), request.clipped))
+        known = self._windows.get((id(slo), request.clipped, backend))
         if known is not None and known[0] is slo:
             return known[1]
         if len(self._windows) >= _LAYOUTS_KEPT:
             self._windows.clear()
         clipped = dict(request.clipped)  # by the SLO's window, clipped or not
-        layout = [(clipped.get(w, w), format_duration(w)) for w in health_spec(slo.spec).windows]
-        self._windows[(id(slo), request.clipped)] = (slo, layout)
-        return layout
+        name = slo.metadata.name
+        lines = [
+            (clipped.get(w, w), self._part(backend, name, format_duration(w)))
+            for w in health_spec(slo.spec).windows
+        ]
+        self._windows[(id(slo), request.clipped, backend)] = (slo, lines)
+        return lines
 
     def _part(self, backend: str, slo: str, window: str) -> tuple[str, str]:
         """The text of a ``trimtab_slo_value`` line before the target's name and after it."""
