@@ -37,7 +37,7 @@ from operator import itemgetter
 from types import MappingProxyType
 from typing import Literal
 
-from .health import WindowMeasurement, counts_events
+from .health import WindowMeasurement, counts_events, new_tuple
 from .models import SLOSpec
 from .ports import Measurements, SeriesRequest, SeriesResult
 from .promql import (
@@ -277,7 +277,7 @@ class _Table:
                 value = None
             else:
                 value = counting.ratio(values[slot] if seen & _COUNTED else None, events)
-            found[window] = WindowMeasurement(value, events)
+            found[window] = new_tuple(WindowMeasurement, (value, events))
         return found
 
 

@@ -91,8 +91,11 @@ class Health(NamedTuple):
 
 
 # The three types above are immutable named tuples, not frozen dataclasses: a cycle builds a
-# few of each per SLO, backend and target — 10,000 targets make 200,000 — and a named tuple is
-# built four times faster.
+# few of each per SLO, backend and target — 10,000 targets make 350,000 — and a named tuple is
+# built four times faster. Where a cycle builds most of them, they are built by ``tuple.__new__``
+# with every field in order, as ``NamedTuple._make`` does, without the Python frame of their
+# ``__new__`` (0.21 µs an Evidence instead of 0.33).
+new_tuple = tuple.__new__
 
 
 def is_budget_based(spec: SLOSpec) -> bool:
@@ -195,7 +198,7 @@ def judge(
     windows = plan.windows
     for window in windows:
         m = measurements.get(window)
-        if m is None or not _present(m.value):
+        if m is None or m.value is None or math.isnan(m.value):
             return Health(Level.UNKNOWN, f"no data in the {format_duration(window)} window")
     counting = plan.counting
     if counting:
@@ -227,7 +230,9 @@ def judge(
             over = measured < threshold if comparison == "below" else measured > threshold
             bad = value * events if counts_bad and events else None
             evidence.append(
-                Evidence(level, window, measured, threshold, comparison, over, events, bad)
+                new_tuple(
+                    Evidence, (level, window, measured, threshold, comparison, over, events, bad)
+                )
             )
             crossed = crossed and over
             if counts_bad and events is not None and value * events < plan.min_bad_events:
@@ -244,7 +249,9 @@ def judge(
             tuple(evidence),
             low_traffic=True,
         )
-    return Health(Level.HEALTHY, "within every threshold", tuple(evidence))
+    return new_tuple(
+        Health, (Level.HEALTHY, "within every threshold", tuple(evidence), None, False)
+    )
 
 
 def _count(events: float) -> str:
