@@ -340,15 +340,8 @@ class _Packed(Mapping[str, Mapping[float, WindowMeasurement]]):
         return repr(dict(self))
 
 
-_Slots = dict[str, int]
-"""One request's first slot per backend (then one per window, in the request's order)."""
-
-_Entry = tuple[_Slots, tuple[float, ...], "Membership | None", tuple[str, str]]
-"""A member of a query as a sample finds it: its slots, its windows, its membership test (none
-when its label values say it all) and its key."""
-
-_Index = Mapping[object, list[_Entry]]
-"""A query's members by the label values their series carry."""
+_Index = Mapping[object, list[tuple[SeriesRequest, Membership | None]]]
+"""A query's members by the label values their series carry, with their membership test."""
 
 
 def _reader(labels: tuple[str, ...]) -> Callable[[Mapping[str, str]], object]:
@@ -374,14 +367,13 @@ class Split:
         "_bit",
         "_column",
         "_errors",
+        "_firsts",
         "_index",
         "_label",
         "_names",
         "_query",
         "_read",
-        "_seen",
         "_table",
-        "_window",
         "_written",
     )
 
@@ -391,15 +383,14 @@ class Split:
         index: _Index,
         read: Callable[[Mapping[str, str]], object],
         table: _Table,
+        firsts: dict[tuple[str, str], dict[str, int]],
         names: dict[str, str],
         errors: dict[tuple[str, str], dict[float, str]],
     ) -> None:
-        self._query, self._index, self._window = query, index, query.window
-        self._table, self._names, self._errors = table, names, errors
+        self._query, self._index = query, index
+        self._table, self._firsts, self._names, self._errors = table, firsts, names, errors
         self._bit = _FIELDS[query.field]
-        # The table grows in place: its columns stay these objects.
         self._column = table.events if self._bit == _EVENTS else table.values
-        self._seen = table.seen
         self._read = read  # a series' key in ``index``; KeyError when it has none
         self._label = query.spec.backend_label  # every member's SLO compiles to this query alike
         self._written = array("q")  # the slots this split set, for fail()
@@ -412,27 +403,31 @@ class Split:
             return
         if not found:
             return
-        label = self._label
+        query, bit, label = self._query, self._bit, self._label
+        table, firsts = self._table, self._firsts
         backend = labels.get(label) if label else ""
         if backend is None:
             return
-        window, bit, column, seen = self._window, self._bit, self._column, self._seen
-        for slots, windows, belongs, key in found:
+        backend = self._names.setdefault(backend, backend)
+        column, seen, written = self._column, table.seen, self._written
+        for member, belongs in found:
             if belongs is not None and belongs.patterns and not belongs.admits(labels):
                 continue
-            first = slots.get(backend)
+            mine = firsts.get(member.key)
+            if mine is None:
+                mine = firsts[member.key] = {}
+            first = mine.get(backend)
             if first is None:
-                backend = self._names.setdefault(backend, backend)  # one string per backend
-                first = slots[backend] = self._table.grow(len(windows))
-            slot = first + windows.index(window)
+                first = mine[backend] = table.grow(len(member.windows))
+            slot = first + member.windows.index(query.window)
             if seen[slot] & bit:
-                self._errors[key][window] = (
+                self._errors[member.key][query.window] = (
                     f"the query returned several series for backend {backend!r}; "
                     f"group it by {label!r} and the params' labels"
                 )
             seen[slot] |= bit
             column[slot] = value
-            self._written.append(slot)
+            written.append(slot)
 
     def fail(self, reason: str) -> None:
         """The query failed: its requests' window fails with ``reason``, and what was added
@@ -483,7 +478,7 @@ class Assembly:
         """Where one query's samples go, one at a time: a source can split an answer while it
         decodes it, and never hold it whole (at 10,000 targets, 20,000 series of labels)."""
         index, read = self._index(query.members)
-        return Split(query, index, read, self._table, self._names, self._errors)
+        return Split(query, index, read, self._table, self._firsts, self._names, self._errors)
 
     def _index(
         self, members: tuple[SeriesRequest, ...]
@@ -495,8 +490,9 @@ class Assembly:
         ids = tuple(map(id, members))
         if ids == self._indexed[0]:
             return self._indexed[1], self._indexed[2]
-        index: defaultdict[object, list[_Entry]] = defaultdict(list)
-        memberships, firsts = self._memberships, self._firsts
+        index: defaultdict[object, list[tuple[SeriesRequest, Membership | None]]]
+        index = defaultdict(list)
+        memberships = self._memberships
         probe: Membership | None = None
         for member in members:
             number, matchers, names = self._placeholders(member.slo.spec)
@@ -511,10 +507,7 @@ class Assembly:
             if probe is None:
                 probe = belongs or membership(matchers, member.param_map)
             key = values[0] if len(values) == 1 else values  # as _reader reads it
-            slots = firsts.get(member.key)
-            if slots is None:
-                slots = firsts[member.key] = {}
-            index[key].append((slots, member.windows, belongs, member.key))
+            index[key].append((member, belongs))
         read = _reader(tuple(label for label, _ in probe.exact) if probe else ())
         self._indexed = (ids, index, read)
         return index, read
