@@ -11,8 +11,8 @@ import pytest
 from hypothesis import settings
 from servers import LoopbackServer, PrometheusServer, Responder, backfill, scrape_config
 
-# No time limit per example: Hypothesis' default (200 ms) fails a property on a busy machine,
-# and how fast code runs is measured in bench/, never asserted in tests.
+# No time limit per example: Hypothesis' default (200 ms) can fail a property on a busy
+# machine, and how fast code runs is measured in bench/, never asserted in tests.
 settings.register_profile("trimtab", deadline=None)
 settings.load_profile("trimtab")
 
