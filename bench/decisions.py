@@ -506,7 +506,10 @@ class Mode:
 
 
 def run_trimtab(scenario: Scenario, seed: int, mode: Mode, name: str = "trimtab") -> Outcome:
-    spec, slos = trimtab_config(scenario.objective, trimtab_interval(name) or "30s")
+    interval = trimtab_interval(name)
+    if interval is None:
+        raise ValueError(f"{name} is not a trimtab judge")
+    spec, slos = trimtab_config(scenario.objective, interval)
     start = WARMUP if not mode.clip else 0.0
     svc = Service(scenario, seed, start)
     weights = {STABLE: 100, CANARY: 0}
@@ -702,6 +705,7 @@ def report(
     lines = [head, "-" * len(head)]
     simulated = 0.0
     for scenario in SCENARIOS:
+        shown = len(lines)
         for judge_name in judges:
             rows = by.get((scenario.name, judge_name))
             if not rows:
@@ -737,7 +741,7 @@ def report(
                 f"{false:>5} {promos:>5} {opened:>4}  {detect:>20} {within:>6} {ivs:>6}  "
                 f"{sim / 3600:>6.1f}  {why}"
             )
-        if lines[-1]:  # a blank line after each scenario that has rows
+        if len(lines) > shown:  # a blank line after each scenario run
             lines.append("")
     lines.extend(["", *_signals(by)])
     lines.append(
