@@ -132,16 +132,28 @@ def started_prometheus(
     return server, start
 
 
-def run(measure: Callable[[int, int, str, str], None], *, cycles: int, doc: str) -> None:
-    """The command line of a bench that measures ``--cycles`` cycles for each ``--targets``
-    count: ``measure(count, cycles, prometheus, promtool)``."""
+def command_line(doc: str, cycles: int) -> argparse.ArgumentParser:
+    """The options of a bench that measures ``--cycles`` cycles for each ``--targets`` count
+    (a bench may add its own)."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--targets", type=int, nargs="+", default=[10000])
     parser.add_argument("--cycles", type=int, default=cycles, help="cycles (the first too)")
-    args = parser.parse_args()
+    return parser
+
+
+def prometheus_tools() -> tuple[str, str]:
+    """The paths of ``prometheus`` and ``promtool``; exits saying what to install without."""
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     if not prometheus or not promtool:
         raise SystemExit("needs prometheus and promtool (Debian package prometheus)")
+    return prometheus, promtool
+
+
+def run(measure: Callable[[int, int, str, str], None], *, cycles: int, doc: str) -> None:
+    """The command line of a bench that runs ``measure(count, cycles, prometheus, promtool)``
+    for each ``--targets`` count."""
+    args = command_line(doc, cycles).parse_args()
+    prometheus, promtool = prometheus_tools()
     for count in args.targets:
         measure(count, args.cycles, prometheus, promtool)
 

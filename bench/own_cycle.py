@@ -79,6 +79,7 @@ INTERVAL = 30.0  # the Rollouts' analysis interval (footprint.ROLLOUT)
 MID_STEP = 11  # the first cycle whose clipped 30m windows are longer than 5m
 
 Answers = dict[tuple[str, str], tuple[int, bytes]]  # (query, time) -> (HTTP status, body)
+_FORM = {"Content-Type": "application/x-www-form-urlencoded", "Accept-Encoding": "identity"}
 
 
 class _Noting(httpx.BaseTransport):
@@ -95,6 +96,17 @@ class _Noting(httpx.BaseTransport):
     def close(self) -> None:
         self.inner.close()
 
+    def keep(self, answers: Answers, asking: httpx.Client) -> None:
+        """Ask again for the queries noted since the last call, keeping each new answer (after
+        a cycle is timed)."""
+        for form in self.forms:
+            fields = parse_qs(form.decode())
+            key = (fields["query"][0], fields["time"][0])
+            if key not in answers:
+                sent = asking.post("/api/v1/query", content=form, headers=_FORM)
+                answers[key] = (sent.status_code, sent.content)
+        self.forms.clear()
+
 
 def measure(count: int, cycles: int, prometheus: str, promtool: str, replay: bool) -> None:
     """The cycles against a real Prometheus; with ``replay``, again with the controller alone."""
@@ -106,31 +118,19 @@ def measure(count: int, cycles: int, prometheus: str, promtool: str, replay: boo
         )
         noting = _Noting() if replay else None
         answers: Answers = {}
-        asking = httpx.Client(base_url=server.url, timeout=60)
-
-        def keep_answers() -> None:  # after a cycle is timed: its queries asked again
-            assert noting is not None
-            for form in noting.forms:
-                fields = parse_qs(form.decode())
-                key = (fields["query"][0], fields["time"][0])
-                if key not in answers:
-                    sent = asking.post("/api/v1/query", content=form, headers=_FORM)
-                    answers[key] = (sent.status_code, sent.content)
-            noting.forms.clear()
-
         print("  with Prometheus on the same 2 cores")
-        _run(
-            count,
-            cycles,
-            workdir / "live",
-            server.url,
-            start,
-            server.process.pid,
-            "Prometheus CPU",
-            noting,
-            keep_answers if replay else None,
-        )
-        asking.close()
+        with httpx.Client(base_url=server.url, timeout=60) as asking:
+            _run(
+                count,
+                cycles,
+                workdir / "live",
+                server.url,
+                start,
+                server.process.pid,
+                "Prometheus CPU",
+                noting,
+                None if noting is None else lambda: noting.keep(answers, asking),
+            )
         server.stop()
         if replay:
             stored = workdir / "answers.pickle"
@@ -232,9 +232,6 @@ def _run(
     source.close()
 
 
-_FORM = {"Content-Type": "application/x-www-form-urlencoded", "Accept-Encoding": "identity"}
-
-
 def _answer(stored: Path, port: int) -> None:
     """Serve ``POST /api/v1/query`` on ``port`` from the answers in ``stored`` (a query not
     kept answers 404, which the controller reports as a failed query)."""
@@ -290,9 +287,7 @@ def _median(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--targets", type=int, nargs="+", default=[10000])
-    parser.add_argument("--cycles", type=int, default=16, help="cycles (the first too)")
+    parser = footprint.command_line(__doc__ or "", cycles=16)
     parser.add_argument(
         "--replay", action="store_true", help="then run the cycles again, the controller alone"
     )
@@ -302,9 +297,7 @@ def main() -> None:
     if args.answers is not None:
         replayed(args.targets[0], args.cycles, args.answers, args.start)
         return
-    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
-    if not prometheus or not promtool:
-        raise SystemExit("needs prometheus and promtool (Debian package prometheus)")
+    prometheus, promtool = footprint.prometheus_tools()
     for count in args.targets:
         measure(count, args.cycles, prometheus, promtool, args.replay)
 
